@@ -1,0 +1,33 @@
+# make test = typecheck + vitest + csi-sanity. `make deps` installs what a fresh Debian machine lacks.
+SHELL := /bin/bash
+CSI_SANITY_VERSION := v5.5.0
+GOBIN ?= $(shell go env GOPATH)/bin
+DEBIAN_PACKAGES := tgt libiscsi-bin open-iscsi xfsprogs e2fsprogs btrfs-progs util-linux
+
+.PHONY: deps build typecheck unit sanity test demo bench
+
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
+	npm ci --no-fund --no-audit
+	GOBIN=$(GOBIN) go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(CSI_SANITY_VERSION)
+
+build:
+	npx tsc -p tsconfig.json
+
+typecheck:
+	npx tsc -p tsconfig.json --noEmit
+
+unit: build
+	npx vitest run
+
+sanity: build
+	CSI_SANITY=$(GOBIN)/csi-sanity SANITY_TARGET=node scripts/csi-sanity.sh --ginkgo.focus "Identity Service"
+
+test: typecheck unit sanity
+
+demo: build
+	node dist/test/sim/demo.js
+
+bench: build
+	node dist/bench/stage.js

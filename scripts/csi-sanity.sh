@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Runs csi-sanity against a driver started here, and ends with one line
+# "csi-sanity: N passed, N failed". Extra arguments go to csi-sanity (e.g. --ginkgo.focus).
+#   SANITY_TARGET=node   the driver in node mode on this host's real iscsiadm (identity checks only)
+#   SANITY_TARGET=sim    the driver on the simulated host (`npm run sim`), controller + node
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SANITY_BIN=${CSI_SANITY:-$(command -v csi-sanity || echo "$(go env GOPATH)/bin/csi-sanity")}
+TARGET=${SANITY_TARGET:-node}
+READY_TIMEOUT_S=60
+work=$(mktemp -d /tmp/csi-sanity.XXXXXX)
+sock="$work/csi.sock"
+log="$work/driver.log"
+out="$work/sanity.out"
+pid=""
+
+cleanup() {
+  if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid"
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+case "$TARGET" in
+  node) node dist/src/cli.js --mode node --endpoint "unix://$sock" --log-level warn >"$log" 2>&1 & pid=$! ;;
+  sim)  node dist/test/sim/main.js --endpoint "unix://$sock" --log-level warn >"$work/sim.json" 2>"$log" & pid=$! ;;
+  *) echo "unknown SANITY_TARGET $TARGET" >&2; exit 2 ;;
+esac
+
+for _ in $(seq 1 $((READY_TIMEOUT_S * 10))); do
+  [ -S "$sock" ] && break
+  kill -0 "$pid" 2>/dev/null || { echo "driver exited before serving:"; cat "$log"; exit 1; }
+  sleep 0.1
+done
+[ -S "$sock" ] || { echo "driver did not serve within ${READY_TIMEOUT_S}s"; cat "$log"; exit 1; }
+
+mkdir -p "$work/mnt"
+set +e
+"$SANITY_BIN" --csi.endpoint "unix://$sock" \
+  --csi.mountdir "$work/mnt/target" --csi.stagingdir "$work/mnt/staging" \
+  --ginkgo.no-color "$@" 2>&1 | tee "$out"
+rc=${PIPESTATUS[0]}
+set -e
+
+# ginkgo's summary: "Ran 3 of 97 Specs …" then "SUCCESS! -- 3 Passed | 0 Failed | 0 Pending | 94 Skipped"
+summary=$(grep -E '[0-9]+ Passed \| [0-9]+ Failed' "$out" | tail -n 1 || true)
+passed=$(sed -E 's/.* ([0-9]+) Passed.*/\1/' <<<"$summary")
+failed=$(sed -E 's/.* ([0-9]+) Failed.*/\1/' <<<"$summary")
+if [ -z "$summary" ]; then
+  echo "driver log:"; tail -n 50 "$log"
+  echo "csi-sanity: 0 passed, 1 failed"
+  exit 1
+fi
+if [ "$rc" -ne 0 ]; then echo "driver log (tail):"; tail -n 80 "$log"; fi
+echo "csi-sanity: ${passed} passed, ${failed} failed"
+exit "$rc"

@@ -1,0 +1,59 @@
+// Wires one driver process: runner, services of the configured mode, and the gRPC server.
+import type { Config } from './config.js';
+import { socketPathOf } from './config.js';
+import { createIdentityService, type ReadinessCheck } from './identity/service.js';
+import type { Logger } from './log.js';
+import { ExecaRunner, type CommandRunner } from './runner.js';
+import { CsiServer, type ServedService } from './server/server.js';
+import { loadCsiPackage } from './server/proto.js';
+import { readInitiatorName } from './host/initiator.js';
+import { VERSION } from './version.js';
+
+export interface DriverHandle {
+  socketPath: string;
+  runner: CommandRunner;
+  stop(): Promise<void>;
+}
+
+const PROBE_COMMAND_TIMEOUT_MS = 800;
+
+/** Node readiness: iscsiadm runs and the initiator name is readable. */
+function nodeChecks(cfg: Config, runner: CommandRunner): ReadinessCheck[] {
+  return [
+    async () => {
+      const r = await runner.run('iscsiadm', ['--version'], { timeoutMs: PROBE_COMMAND_TIMEOUT_MS });
+      return r.exitCode === 0 ? null : `iscsiadm --version exited ${r.exitCode}`;
+    },
+    async () => {
+      await readInitiatorName(cfg.host.initiatorNameFile);
+      return null;
+    },
+  ];
+}
+
+export async function startDriver(cfg: Config, logger: Logger, runner: CommandRunner = new ExecaRunner(cfg.commands, cfg.commandPrefix, logger)): Promise<DriverHandle> {
+  const csi = loadCsiPackage();
+  const serveNode = cfg.mode === 'node' || cfg.mode === 'all';
+  const serveController = cfg.mode === 'controller' || cfg.mode === 'all';
+  const checks: ReadinessCheck[] = [];
+  const services: ServedService[] = [];
+
+  if (serveNode) {
+    checks.push(...nodeChecks(cfg, runner));
+    services.push({ name: 'Node', definition: csi.Node.service, impl: {} });
+  }
+  if (serveController) {
+    services.push({ name: 'Controller', definition: csi.Controller.service, impl: {} });
+  }
+  services.unshift({
+    name: 'Identity',
+    definition: csi.Identity.service,
+    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, expansionSupported: false }),
+  });
+
+  const socketPath = socketPathOf(cfg.endpoint);
+  const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger }, services);
+  await server.listen();
+  logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
+  return { socketPath, runner, stop: () => server.stop() };
+}

@@ -1,0 +1,67 @@
+// Identity service: plugin name and version, capabilities, and a readiness Probe that runs the served
+// mode's checks (cached briefly so a Probe never takes more than about a second).
+import type { Config } from '../config.js';
+import { FailedPrecondition } from '../errors.js';
+import type { ServiceImpl } from '../server/service.js';
+import type {
+  GetPluginInfoResponse, GetPluginCapabilitiesResponse, PluginCapability, ProbeResponse,
+} from '../csi/types.js';
+
+/** A readiness check: resolves null when healthy, or a message naming what is missing. */
+export type ReadinessCheck = () => Promise<string | null>;
+
+export interface IdentityDeps {
+  cfg: Config;
+  version: string;
+  checks: ReadinessCheck[];
+  controllerServed: boolean;
+  expansionSupported: boolean;
+  now?: () => number;
+}
+
+export const PROBE_CHECK_BUDGET_MS = 900;
+
+export function createIdentityService(deps: IdentityDeps): ServiceImpl {
+  const now = deps.now ?? Date.now;
+  let cached: { at: number; problems: string[] } | undefined;
+  let running: Promise<string[]> | undefined;
+
+  const runChecks = async (): Promise<string[]> => {
+    const results = await Promise.all(deps.checks.map((check) => withBudget(check(), PROBE_CHECK_BUDGET_MS)));
+    return results.filter((r): r is string => r !== null);
+  };
+
+  return {
+    GetPluginInfo: async (): Promise<GetPluginInfoResponse> => ({
+      name: deps.cfg.driverName,
+      vendor_version: deps.version,
+      manifest: {},
+    }),
+
+    GetPluginCapabilities: async (): Promise<GetPluginCapabilitiesResponse> => {
+      const capabilities: PluginCapability[] = [];
+      if (deps.controllerServed) capabilities.push({ service: { type: 'CONTROLLER_SERVICE' }, type: 'service' });
+      if (deps.expansionSupported) capabilities.push({ volume_expansion: { type: 'ONLINE' }, type: 'volume_expansion' });
+      return { capabilities };
+    },
+
+    Probe: async (): Promise<ProbeResponse> => {
+      if (!cached || now() - cached.at > deps.cfg.timeouts.probeCacheMs) {
+        running ??= runChecks().finally(() => { running = undefined; });
+        cached = { at: now(), problems: await running };
+      }
+      if (cached.problems.length > 0) throw new FailedPrecondition(`not ready: ${cached.problems.join('; ')}`);
+      return { ready: { value: true } };
+    },
+  };
+}
+
+async function withBudget(p: Promise<string | null>, ms: number): Promise<string | null> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<string>((resolve) => { timer = setTimeout(() => resolve(`a readiness check did not answer within ${ms} ms`), ms); });
+  try {
+    return await Promise.race([p.catch((e: Error) => e.message), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildConfig, ConfigError, loadConfigFile, socketPathOf } from '../../src/config.js';
+
+const tmp = mkdtempSync(join(tmpdir(), 'cfg-'));
+function file(name: string, text: string): string {
+  const p = join(tmp, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+describe('config', () => {
+  it('has production defaults: real host roots, commands by name, a timeout on every command', () => {
+    const cfg = buildConfig(undefined);
+    expect(cfg.host.sysRoot).toBe('/sys');
+    expect(cfg.host.devRoot).toBe('/dev');
+    expect(cfg.commands.iscsiadm.argv).toEqual(['iscsiadm']);
+    for (const c of Object.values(cfg.commands)) expect(c.timeoutMs).toBeGreaterThan(0);
+    expect(cfg.driverName).toMatch(/^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/);
+    expect(cfg.driverName).not.toBe('iscsi.csi.k8s.io');
+  });
+
+  it('reads YAML with host roots, a command prefix and per-command settings', () => {
+    const cfg = buildConfig(loadConfigFile(file('a.yaml', [
+      'commandPrefix: [chroot, /host]',
+      'host:',
+      '  sysRoot: /host/sys',
+      'commands:',
+      '  iscsiadm:',
+      '    argv: [/usr/sbin/iscsiadm]',
+      '    timeoutMs: 45000',
+      '  mount:',
+      '    prefix: []',
+      'timeouts:',
+      '  deviceWaitMs: 5000',
+    ].join('\n'))));
+    expect(cfg.commandPrefix).toEqual(['chroot', '/host']);
+    expect(cfg.host.sysRoot).toBe('/host/sys');
+    expect(cfg.host.devRoot).toBe('/dev');
+    expect(cfg.commands.iscsiadm).toEqual({ argv: ['/usr/sbin/iscsiadm'], timeoutMs: 45000 });
+    expect(cfg.commands.mount.prefix).toEqual([]);
+    expect(cfg.timeouts.deviceWaitMs).toBe(5000);
+  });
+
+  it('reads JSON too', () => {
+    const cfg = buildConfig(loadConfigFile(file('b.json', JSON.stringify({ mode: 'node', node: { maxVolumesPerNode: 7 } }))));
+    expect(cfg.mode).toBe('node');
+    expect(cfg.node.maxVolumesPerNode).toBe(7);
+  });
+
+  it.each([
+    ['hostt: {}', 'unknown key hostt'],
+    ['host: {sysRoot: relative}', 'host.sysRoot must be an absolute path'],
+    ['timeouts: {deviceWaitMs: soon}', 'timeouts.deviceWaitMs must be a number'],
+    ['commands: {iscsiadmm: {argv: [x]}}', 'unknown command commands.iscsiadmm'],
+    ['commands: {iscsiadm: {timeoutMs: 0}}', 'commands.iscsiadm.timeoutMs must be a positive integer'],
+    ['mode: both', 'mode must be node, controller or all'],
+    ['driverName: "-bad"', 'driverName'],
+    ['endpoint: tcp://1.2.3.4:5', 'endpoint'],
+  ])('rejects %s with a message naming the key', (yaml, message) => {
+    expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(ConfigError);
+    expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(message);
+  });
+
+  it('says where a broken file is', () => {
+    expect(() => loadConfigFile(file('broken.yaml', 'a: [1, 2'))).toThrow(/broken\.yaml is not valid YAML/);
+    expect(() => loadConfigFile(join(tmp, 'missing.yaml'))).toThrow(/cannot read config file/);
+  });
+
+  it('parses unix endpoints', () => {
+    expect(socketPathOf('unix:///tmp/x.sock')).toBe('/tmp/x.sock');
+    expect(socketPathOf('unix:/tmp/x.sock')).toBe('/tmp/x.sock');
+    expect(() => socketPathOf('unix://relative.sock')).toThrow(ConfigError);
+  });
+});
