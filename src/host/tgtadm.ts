@@ -171,7 +171,7 @@ export class Tgtadm {
   }
 
   async showAccounts(): Promise<string[]> {
-    const r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'account']);
+    const r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'account'], this.logger ? { logger: this.logger } : {});
     if (r.exitCode !== 0) throw new Internal(`tgtadm show accounts failed: ${firstLine(r)} (exit ${r.exitCode})`);
     return parseTgtAccounts(r.stdout);
   }
@@ -203,6 +203,15 @@ export class Tgtadm {
     await this.must(['--op', 'update', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun.lun), '--params', `scsi_id=${lun.scsiId},scsi_sn=${lun.scsiSn}`], `restore ids of lun ${tid}/${lun.lun}`);
   }
 
+  /**
+   * Sets a LUN's SCSI device identification. tgtd derives default ids from tid and LUN number; ids
+   * derived from the volume instead keep the WWID a node sees stable when a target gets another tid.
+   * (`--op new` does not take `--params`, hence a separate update.)
+   */
+  setLunIds(tid: number, lun: number, scsiId: string, scsiSn: string): Promise<void> {
+    return this.must(['--op', 'update', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun), '--params', `scsi_id=${scsiId},scsi_sn=${scsiSn}`], `set ids of lun ${tid}/${lun}`);
+  }
+
   bindInitiator(tid: number, initiatorName: string): Promise<void> {
     return this.must(['--op', 'bind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiatorName], `bind ${initiatorName} to target ${tid}`, [TGT_ERR.aclExists]);
   }
@@ -213,6 +222,10 @@ export class Tgtadm {
 
   bindAddress(tid: number, address: string): Promise<void> {
     return this.must(['--op', 'bind', '--mode', 'target', '--tid', String(tid), '-I', address], `bind ${address} to target ${tid}`, [TGT_ERR.aclExists]);
+  }
+
+  unbindAddress(tid: number, address: string): Promise<void> {
+    return this.must(['--op', 'unbind', '--mode', 'target', '--tid', String(tid), '-I', address], `unbind ${address} from target ${tid}`, [TGT_ERR.noAcl]);
   }
 
   newAccount(user: string, password: Secret): Promise<void> {

@@ -1,0 +1,253 @@
+// The CSI Controller service: validates each request (argument errors always come before existence
+// checks, so a missing field is INVALID_ARGUMENT even for an unknown volume), translates it into a
+// call on the configured backend, and builds the reply. Per-volume serialisation of concurrent calls
+// is the server's operation guard plus the backend's locks.
+import type { Config } from '../config.js';
+import type {
+  ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetCapabilitiesResponse,
+  ControllerGetVolumeRequest, ControllerGetVolumeResponse, ControllerPublishVolumeRequest,
+  ControllerPublishVolumeResponse, ControllerRpcType, ControllerUnpublishVolumeRequest, CreateVolumeRequest,
+  CreateVolumeResponse, DeleteVolumeRequest, GetCapacityRequest, GetCapacityResponse, ListVolumesRequest,
+  ListVolumesResponse, StringMap, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
+  VolumeCapability,
+} from '../csi/types.js';
+import { CsiError, InvalidArgument, NotFound, OutOfRange } from '../errors.js';
+import { parseInitiatorName, parseVolumeId } from '../host/validate.js';
+import type { Logger } from '../log.js';
+import type { CommandRunner } from '../runner.js';
+import type { ServiceImpl } from '../server/service.js';
+import { BACKEND_PARAMETER, type VolumeBackend, type VolumeRecord } from './backend.js';
+import { needsNodeExpansion, parseCapabilities, parseCapability, type CapabilitySummary } from './capabilities.js';
+import { parseRange, sizeForCreate, sizeForExpand } from './capacity.js';
+import { backendOfVolumeId } from './names.js';
+import { page } from './pagination.js';
+import { StaticBackend } from './static-backend.js';
+import { TgtBackend } from './tgt-backend.js';
+
+export const CONTROLLER_CAPABILITIES: readonly ControllerRpcType[] = [
+  'CREATE_DELETE_VOLUME',
+  'PUBLISH_UNPUBLISH_VOLUME',
+  'LIST_VOLUMES',
+  'GET_CAPACITY',
+  'EXPAND_VOLUME',
+  'LIST_VOLUMES_PUBLISHED_NODES',
+  'PUBLISH_READONLY',
+  'GET_VOLUME',
+  'VOLUME_CONDITION',
+];
+
+export interface ControllerDeps {
+  cfg: Config;
+  runner: CommandRunner;
+  logger: Logger;
+  /** default: the backend cfg.controller.backend names */
+  backend?: VolumeBackend;
+  /** tgt backend: how often tgtd is compared with the state (0 = only at start); default 30 s */
+  reconcileIntervalMs?: number;
+}
+
+export type ControllerService = ServiceImpl & {
+  /** Loads the backend's state and reconciles the storage system from it. */
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** null when the backend is reachable, else what is missing */
+  probe(): Promise<string | null>;
+};
+
+export function createBackend(deps: ControllerDeps): VolumeBackend {
+  if (deps.cfg.controller.backend === 'static') return new StaticBackend({ cfg: deps.cfg, logger: deps.logger });
+  return new TgtBackend({
+    cfg: deps.cfg, runner: deps.runner, logger: deps.logger,
+    ...(deps.reconcileIntervalMs !== undefined ? { reconcileIntervalMs: deps.reconcileIntervalMs } : {}),
+  });
+}
+
+function requireVolumeId(value: string): string {
+  if (!value) throw new InvalidArgument('volume_id is required');
+  return parseVolumeId(value);
+}
+
+function toVolume(rec: VolumeRecord): Volume {
+  return { capacity_bytes: rec.capacityBytes, volume_id: rec.id, volume_context: rec.context, content_source: null, accessible_topology: [] };
+}
+
+export function createControllerService(deps: ControllerDeps): ControllerService {
+  const backend = deps.backend ?? createBackend(deps);
+  const cfg = deps.cfg;
+
+  /** The volume if this controller's backend issued the id and still has it. */
+  const find = (id: string): VolumeRecord | undefined => (backendOfVolumeId(id) === backend.kind ? backend.get(id) : undefined);
+  const mustFind = (id: string): VolumeRecord => {
+    const rec = find(id);
+    if (!rec) throw new NotFound(`volume ${id} does not exist`);
+    return rec;
+  };
+
+  const checkBackendParameter = (parameters: StringMap): void => {
+    const wanted = parameters[BACKEND_PARAMETER];
+    if (wanted !== undefined && wanted !== backend.kind) {
+      throw new InvalidArgument(`parameter ${BACKEND_PARAMETER}: ${JSON.stringify(wanted)} does not match this controller's backend ${JSON.stringify(backend.kind)} (controller.backend in the driver config)`);
+    }
+  };
+
+  /** A mount capability's fs_type and the fsType parameter must not contradict each other. */
+  const checkFsType = (caps: CapabilitySummary[], parameters: StringMap): void => {
+    const param = parameters.fsType;
+    const other = caps.find((c) => c.fsType && param && c.fsType !== param);
+    if (other) throw new InvalidArgument(`volume capability asks for fs_type ${other.fsType} but the fsType parameter is ${param}`);
+  };
+
+  return {
+    start: () => backend.start(),
+    stop: () => backend.stop(),
+    probe: () => backend.probe(),
+
+    CreateVolume: async (req: CreateVolumeRequest): Promise<CreateVolumeResponse> => {
+      if (!req.name) throw new InvalidArgument('name is required');
+      const capabilities = parseCapabilities(req.volume_capabilities);
+      if (req.volume_content_source?.type) {
+        throw new InvalidArgument(`volume_content_source (${req.volume_content_source.type}) is not supported: this driver does not clone volumes or restore snapshots`);
+      }
+      const range = parseRange(req.capacity_range);
+      const parameters = req.parameters ?? {};
+      const secrets = req.secrets ?? {};
+      checkBackendParameter(parameters);
+      checkFsType(capabilities, parameters);
+      backend.checkParameters(parameters, secrets);
+      const rec = await backend.create({
+        name: req.name,
+        capacityBytes: sizeForCreate(range, cfg.controller.defaultVolumeSizeBytes),
+        range,
+        capabilities,
+        parameters,
+        secrets,
+      });
+      return { volume: toVolume(rec) };
+    },
+
+    DeleteVolume: async (req: DeleteVolumeRequest): Promise<Record<string, never>> => {
+      const id = requireVolumeId(req.volume_id);
+      if (backendOfVolumeId(id) === backend.kind) await backend.delete(id);
+      return {};
+    },
+
+    ControllerPublishVolume: async (req: ControllerPublishVolumeRequest): Promise<ControllerPublishVolumeResponse> => {
+      const id = requireVolumeId(req.volume_id);
+      if (!req.node_id) throw new InvalidArgument('node_id is required');
+      const cap = parseCapability(req.volume_capability);
+      mustFind(id);
+      let initiator: string;
+      try {
+        initiator = parseInitiatorName(req.node_id);
+      } catch (e) {
+        // node ids of this driver are the nodes' initiator names (NodeGetInfo): anything else is no node of ours
+        throw new NotFound(`node ${JSON.stringify(req.node_id.slice(0, 256))} is not known: node ids of this driver are iSCSI initiator names (${(e as Error).message})`);
+      }
+      const publishContext = await backend.publish(id, {
+        nodeId: req.node_id, initiator, readonly: req.readonly, mode: cap.mode, secrets: req.secrets ?? {},
+      });
+      return { publish_context: publishContext };
+    },
+
+    ControllerUnpublishVolume: async (req: ControllerUnpublishVolumeRequest): Promise<Record<string, never>> => {
+      const id = requireVolumeId(req.volume_id);
+      // an empty node id means "from every node" (CSI spec)
+      if (find(id)) await backend.unpublish(id, req.node_id || undefined);
+      return {};
+    },
+
+    ValidateVolumeCapabilities: async (req: ValidateVolumeCapabilitiesRequest): Promise<ValidateVolumeCapabilitiesResponse> => {
+      const id = requireVolumeId(req.volume_id);
+      if (!req.volume_capabilities || req.volume_capabilities.length === 0) throw new InvalidArgument('volume_capabilities is required');
+      const rec = mustFind(id);
+      const problem = unsupported(rec, req.volume_capabilities, req.parameters ?? {});
+      if (problem) return { confirmed: null, message: problem };
+      return {
+        confirmed: {
+          volume_context: req.volume_context ?? {},
+          volume_capabilities: req.volume_capabilities,
+          parameters: req.parameters ?? {},
+          mutable_parameters: req.mutable_parameters ?? {},
+        },
+        message: '',
+      };
+    },
+
+    ListVolumes: async (req: ListVolumesRequest): Promise<ListVolumesResponse> => {
+      const { items, nextToken } = page(backend.list(), req.starting_token ?? '', req.max_entries ?? 0);
+      return {
+        entries: items.map((rec) => ({
+          volume: toVolume(rec),
+          status: { published_node_ids: Object.keys(rec.published), volume_condition: rec.condition },
+        })),
+        next_token: nextToken,
+      };
+    },
+
+    GetCapacity: async (req: GetCapacityRequest): Promise<GetCapacityResponse> => {
+      const parameters = req.parameters ?? {};
+      checkBackendParameter(parameters);
+      if (req.volume_capabilities?.length) {
+        try {
+          parseCapabilities(req.volume_capabilities);
+        } catch (e) {
+          // capabilities the driver cannot provide: no capacity for them (CSI spec)
+          if (e instanceof InvalidArgument) return { available_capacity: 0, maximum_volume_size: { value: 0 }, minimum_volume_size: null };
+          throw e;
+        }
+      }
+      const cap = await backend.capacity(parameters);
+      return {
+        available_capacity: cap.availableBytes,
+        maximum_volume_size: cap.maximumVolumeBytes !== undefined ? { value: cap.maximumVolumeBytes } : null,
+        minimum_volume_size: null,
+      };
+    },
+
+    ControllerGetCapabilities: async (): Promise<ControllerGetCapabilitiesResponse> => ({
+      capabilities: CONTROLLER_CAPABILITIES.map((type) => ({ type: 'rpc' as const, rpc: { type } })),
+    }),
+
+    ControllerGetVolume: async (req: ControllerGetVolumeRequest): Promise<ControllerGetVolumeResponse> => {
+      const id = requireVolumeId(req.volume_id);
+      const rec = mustFind(id);
+      const condition = await backend.condition(id);
+      return { volume: toVolume(rec), status: { published_node_ids: Object.keys(rec.published), volume_condition: condition } };
+    },
+
+    ControllerExpandVolume: async (req: ControllerExpandVolumeRequest): Promise<ControllerExpandVolumeResponse> => {
+      const id = requireVolumeId(req.volume_id);
+      if (!req.capacity_range) throw new InvalidArgument('capacity_range is required');
+      const range = parseRange(req.capacity_range);
+      const size = sizeForExpand(range);
+      const cap = req.volume_capability ? parseCapability(req.volume_capability) : undefined;
+      mustFind(id);
+      const rec = await backend.expand(id, size);
+      if (range.limit > 0 && rec.capacityBytes > range.limit) {
+        throw new OutOfRange(`volume ${id} already has ${rec.capacityBytes} bytes, more than limit_bytes ${range.limit}; volumes cannot shrink`);
+      }
+      return { capacity_bytes: rec.capacityBytes, node_expansion_required: needsNodeExpansion(cap ? [cap] : rec.capabilities) };
+    },
+  };
+}
+
+/** Why a volume cannot be used with these capabilities/parameters, or undefined when it can. */
+function unsupported(rec: VolumeRecord, caps: VolumeCapability[], parameters: StringMap): string | undefined {
+  let parsed: CapabilitySummary[];
+  try {
+    parsed = parseCapabilities(caps);
+  } catch (e) {
+    if (e instanceof CsiError) return e.message;
+    throw e;
+  }
+  const types = new Set(rec.capabilities.map((c) => c.accessType));
+  const wrongType = parsed.find((c) => !types.has(c.accessType));
+  if (wrongType) return `volume ${rec.id} was created for access type ${[...types].join('/')}, not ${wrongType.accessType}`;
+  const fsType = rec.context.fsType;
+  const wrongFs = parsed.find((c) => c.fsType && fsType && c.fsType !== fsType);
+  if (wrongFs) return `volume ${rec.id} has fsType ${fsType}, not ${wrongFs.fsType}`;
+  for (const [k, v] of Object.entries(parameters)) {
+    if (rec.parameters[k] !== v) return `volume ${rec.id} was created with parameter ${k}=${JSON.stringify(rec.parameters[k] ?? null)}, not ${JSON.stringify(v)}`;
+  }
+  return undefined;
+}
