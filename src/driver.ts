@@ -8,6 +8,9 @@ import { CsiServer, type ServedService } from './server/server.js';
 import { loadCsiPackage } from './server/proto.js';
 import { readInitiatorName } from './host/initiator.js';
 import { VERSION } from './version.js';
+import { createNodeHost } from './flows/host.js';
+import { createNodeService } from './node/service.js';
+import { createControllerService, type ControllerService } from './controller/service.js';
 
 export interface DriverHandle {
   socketPath: string;
@@ -40,20 +43,38 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
 
   if (serveNode) {
     checks.push(...nodeChecks(cfg, runner));
-    services.push({ name: 'Node', definition: csi.Node.service, impl: {} });
+    const nodeId = cfg.nodeId ?? (await readInitiatorName(cfg.host.initiatorNameFile));
+    services.push({ name: 'Node', definition: csi.Node.service, impl: createNodeService(createNodeHost(cfg, runner, logger), nodeId) });
   }
+  let controller: ControllerService | undefined;
   if (serveController) {
-    services.push({ name: 'Controller', definition: csi.Controller.service, impl: {} });
+    controller = createControllerService({ cfg, runner, logger });
+    await controller.start();
+    const svc = controller;
+    checks.push(() => svc.probe());
+    services.push({ name: 'Controller', definition: csi.Controller.service, impl: controller });
   }
   services.unshift({
     name: 'Identity',
     definition: csi.Identity.service,
-    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, expansionSupported: false }),
+    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, expansionSupported: serveController }),
   });
 
   const socketPath = socketPathOf(cfg.endpoint);
   const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger }, services);
-  await server.listen();
+  try {
+    await server.listen();
+  } catch (e) {
+    await controller?.stop();
+    throw e;
+  }
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
-  return { socketPath, runner, stop: () => server.stop() };
+  return {
+    socketPath,
+    runner,
+    stop: async () => {
+      await server.stop();
+      await controller?.stop();
+    },
+  };
 }

@@ -129,7 +129,7 @@ describe('Probe', () => {
 
   it('answers FAILED_PRECONDITION naming what is missing, within about a second', async () => {
     const base = buildConfig(undefined);
-    const cfg = buildConfig(undefined, { mode: 'node', endpoint: `unix://${tmp}/p2.sock`, host: { ...base.host, initiatorNameFile: join(tmp, 'none') }, commands: { ...base.commands, iscsiadm: { argv: ['/nonexistent/iscsiadm'], timeoutMs: 1000 } } });
+    const cfg = buildConfig(undefined, { mode: 'node', nodeId: 'iqn.2026-11.dev.test:n', endpoint: `unix://${tmp}/p2.sock`, host: { ...base.host, initiatorNameFile: join(tmp, 'none') }, commands: { ...base.commands, iscsiadm: { argv: ['/nonexistent/iscsiadm'], timeoutMs: 1000 } } });
     const d = await startDriver(cfg, createLogger('silent'));
     const client = new CsiClient(cfg.endpoint);
     const started = Date.now();

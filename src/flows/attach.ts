@@ -1,0 +1,162 @@
+// The in-tree attach algorithm (context.md, steps 1–7), as a sequence of one-line steps over the host
+// adapters: iface lookup → iface clone → per-IQN lock → portal→host map → per portal: scan one LUN if
+// logged in, else discovery + CHAP + manual scan + login + manual startup → wait for the by-path
+// device (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
+import { basename } from 'node:path';
+import { DeadlineExceeded, FailedPrecondition, Internal } from '../errors.js';
+import { orThrow, type RecordSettings } from '../host/iscsiadm.js';
+import type { WaitOptions } from '../host/devices.js';
+import type { MultipathHolder } from '../host/sysfs.js';
+import type { Logger } from '../log.js';
+import { formatPortal, type Portal } from '../host/validate.js';
+import type { NodeHost } from './host.js';
+import type { ChapCredentials, TargetSpec } from '../node/request.js';
+
+export interface AttachedPath {
+  portal: string;      // canonical "addr:port"
+  byPath: string;      // the by-path link we waited for
+  device: string;      // kernel name, e.g. "sdb"
+}
+
+export interface AttachResult {
+  /** the device to format/mount or hand to publish: /dev/dm-N for multipath, else the by-path link */
+  devicePath: string;
+  paths: AttachedPath[];
+  multipath?: { dm: string; name: string; wwid: string };
+  /** iface actually used (the clone when initiatorName was given) */
+  iface: string;
+  deadPortals: { portal: string; reason: string }[];
+}
+
+interface PortalOutcome {
+  portal: Portal;
+  key: string;
+  ok: boolean;
+  reason?: string;
+}
+
+const BUILTIN_TCP_IFACE = 'default';
+
+/** Steps 1–2: the iface to use, cloned with the volume's initiator name when one is given. */
+export async function prepareIface(host: NodeHost, target: TargetSpec, clonedName: string | undefined, log: Logger): Promise<{ iface: string; transport: string }> {
+  // open-iscsi's built-in `default` iface is always tcp: no need to ask unless it is to be cloned
+  if (target.iface === BUILTIN_TCP_IFACE && !clonedName) return { iface: target.iface, transport: 'tcp' };
+  const base = orThrow(await host.iscsi.showIface(target.iface)).value;
+  if (!base) throw new FailedPrecondition(`iSCSI interface ${target.iface} does not exist on this node (iscsiadm -m iface -I ${target.iface})`);
+  if (!target.initiatorName || !clonedName) return { iface: target.iface, transport: base.transport };
+  orThrow(await host.iscsi.cloneIface(base, clonedName, target.initiatorName));
+  log.debug({ iface: clonedName, base: target.iface }, 'cloned iface with the volume initiator name');
+  return { iface: clonedName, transport: base.transport };
+}
+
+/**
+ * Step 3–5 under the target lock: make every portal's session exist and ask for this one LUN. Returns
+ * per portal whether a session is there. The lock is held for login/scan only, never for a device wait.
+ */
+export async function connectPortals(host: NodeHost, target: TargetSpec, iface: string, log: Logger): Promise<PortalOutcome[]> {
+  return host.targetLocks.withLock(target.iqn, async () => {
+    const hosts = await host.sysfs.portalHostMap(target.iqn);
+    return Promise.all(target.portals.map(async (portal): Promise<PortalOutcome> => {
+      const key = formatPortal(portal);
+      try {
+        let hostNumber = hosts.get(key);
+        if (hostNumber === undefined) {
+          await loginPortal(host, target, portal, iface, log);
+          hostNumber = (await host.sysfs.portalHostMap(target.iqn)).get(key);
+          if (hostNumber === undefined) throw new Internal(`logged in to ${key} but the session does not appear in sysfs`);
+        }
+        await host.sysfs.scanLun(hostNumber, target.lun);
+        return { portal, key, ok: true };
+      } catch (e) {
+        return { portal, key, ok: false, reason: (e as Error).message };
+      }
+    }));
+  });
+}
+
+/** Step 5 for a portal without a session: discovery, CHAP, manual scan, login, manual startup. */
+async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, iface: string, log: Logger): Promise<void> {
+  const discovery = { portal, iface };
+  orThrow(await host.iscsi.newDiscovery(discovery));
+  if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
+  const found = orThrow(await host.iscsi.discover(discovery)).value;
+  const node = { iqn: target.iqn, portal, iface };
+  // A target that discovery does not list (e.g. it reports another portal group) still gets a record.
+  if (!found.some((t) => t.iqn === target.iqn)) orThrow(await host.iscsi.newNode(node));
+  try {
+    // manual scan: only the LUNs we ask for appear (kubernetes #90982); startup manual: no silent re-login at boot
+    orThrow(await host.iscsi.updateNode(node, { 'node.session.scan': 'manual', 'node.startup': 'manual', ...sessionChapSettings(target.sessionChap) }));
+    orThrow(await host.iscsi.login(node));
+  } catch (e) {
+    // A failed login leaves a node record that a reboot would retry forever: remove it (in-tree does too).
+    await host.iscsi.deleteNode(node);
+    throw e;
+  }
+  log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
+}
+
+function sessionChapSettings(chap: ChapCredentials | undefined): RecordSettings {
+  if (!chap) return { 'node.session.auth.authmethod': 'None' };
+  const settings: RecordSettings = {
+    'node.session.auth.authmethod': 'CHAP',
+    'node.session.auth.username': chap.username,
+    'node.session.auth.password': chap.password,
+  };
+  if (chap.usernameIn && chap.passwordIn) {
+    settings['node.session.auth.username_in'] = chap.usernameIn;
+    settings['node.session.auth.password_in'] = chap.passwordIn;
+  }
+  return settings;
+}
+
+/** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */
+export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<Omit<AttachResult, 'iface'>> {
+  const deadPortals = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, reason: o.reason ?? 'unknown' }));
+  const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { dead: string; reason: string }> => {
+    const byPath = host.devices.byPathLink(o.portal, target.iqn, target.lun);
+    const found = await host.devices.waitForByPath(o.portal, target.iqn, target.lun, { ...waitOptions(host), transport });
+    if (!found.ok) return { dead: o.key, reason: `device ${byPath} did not appear within ${host.cfg.timeouts.deviceWaitMs} ms` };
+    return { portal: o.key, byPath: found.link, device: basename(found.device) };
+  });
+  const paths: AttachedPath[] = [];
+  for (const r of await Promise.all(waits)) {
+    if ('dead' in r) deadPortals.push({ portal: r.dead, reason: r.reason });
+    else paths.push(r);
+  }
+  if (deadPortals.length > 0) log.warn({ deadPortals }, paths.length > 0 ? 'some portals are down; continuing with the paths that came up' : 'no portal came up');
+  if (paths.length === 0) {
+    const reasons = deadPortals.map((d) => `${d.portal}: ${d.reason}`).join('; ');
+    const timedOut = deadPortals.every((d) => d.reason.includes('did not appear'));
+    const msg = `could not attach LUN ${target.lun} of ${target.iqn}: ${reasons}`;
+    throw timedOut ? new DeadlineExceeded(msg) : new FailedPrecondition(msg);
+  }
+  const multipath = await findMultipath(host, paths, log);
+  const devicePath = multipath ? host.devices.devicePath(multipath.dm) : paths[0]!.byPath;
+  return { devicePath, paths, deadPortals, ...(multipath ? { multipath } : {}) };
+}
+
+/**
+ * Multipath is detected per device from sysfs, never assumed from configuration: a node running
+ * multipathd turns even a single path into a dm device. With several paths, wait (bounded) for it.
+ */
+async function findMultipath(host: NodeHost, paths: AttachedPath[], log: Logger): Promise<AttachResult['multipath']> {
+  for (const p of paths) {
+    const holder = await host.sysfs.multipathHolder(p.device);
+    if (holder) return toMultipath(holder);
+  }
+  if (paths.length < 2) return undefined;
+  const r = await host.devices.waitForMultipathHolder(paths[0]!.device, { deadlineMs: host.cfg.timeouts.multipathWaitMs, pollMs: host.cfg.timeouts.devicePollMs });
+  if (!r.ok) {
+    log.warn({ paths: paths.map((p) => p.device) }, 'several paths but no multipath device appeared; using the first path');
+    return undefined;
+  }
+  return toMultipath(r.holder);
+}
+
+function toMultipath(h: MultipathHolder): NonNullable<AttachResult['multipath']> {
+  return { dm: h.dm, name: h.name ?? h.dm, wwid: h.wwid };
+}
+
+function waitOptions(host: NodeHost): WaitOptions {
+  return { deadlineMs: host.cfg.timeouts.deviceWaitMs, pollMs: host.cfg.timeouts.devicePollMs };
+}

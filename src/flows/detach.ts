@@ -1,0 +1,58 @@
+// Detach, from the saved record alone (works after a restart, and when the device or target is gone):
+// flush and delete each SCSI device of the LUN (flushing the multipath map first), then — under the
+// target lock — log out and delete the node records only when no other volume of this node still uses
+// the target; finally delete a cloned iface. "Already gone" answers (exit 21, 2) count as done.
+import type { Logger } from '../log.js';
+import type { VolumeRecord } from '../host/metadata.js';
+import type { NodeHost } from './host.js';
+import { orThrow } from '../host/iscsiadm.js';
+import { parsePortal } from '../host/validate.js';
+
+/** Flush and remove the LUN's devices (all paths and the multipath map over them). */
+export async function removeDevices(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+  // The kernel names of today, not the saved ones: sdX names are reused after a reboot.
+  const devices = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
+  const maps = new Map<string, { dm: string; name: string; wwid: string }>();
+  for (const d of devices) {
+    const holder = await host.sysfs.multipathHolder(d);
+    if (holder) maps.set(holder.dm, holder);
+  }
+  for (const map of maps.values()) {
+    await host.fs.flushBuffers(host.devices.devicePath(map.dm)).catch((e: Error) => log.warn({ dm: map.dm, err: e.message }, 'flush failed'));
+    await host.multipath.flush(map);
+  }
+  for (const d of devices) {
+    await host.fs.flushBuffers(host.devices.devicePath(d)).catch((e: Error) => log.warn({ device: d, err: e.message }, 'flush failed'));
+    await host.sysfs.deleteDevice(d);
+  }
+  if (devices.length > 0) log.debug({ devices, maps: [...maps.keys()] }, 'deleted SCSI devices');
+}
+
+/**
+ * Log out of the target's portals unless another volume still uses the target. Counted from the
+ * metadata store under the target lock, so an attach in progress (its record is saved before its
+ * login) is counted too, also one from another driver process.
+ */
+export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger): Promise<boolean> {
+  return host.targetLocks.withLock(record.iqn, async () => {
+    const others = (await host.metadata.list()).filter((r) => r.iqn === record.iqn && r.volumeId !== record.volumeId);
+    // a session is (target, portal, iface): a volume with its own initiator name has its own sessions
+    const inUse = new Set(others.flatMap((r) => r.portals.map((p) => `${p}|${r.iface}`)));
+    let loggedOut = false;
+    for (const portal of record.portals) {
+      if (inUse.has(`${portal}|${record.iface}`)) continue;
+      const node = { iqn: record.iqn, portal: parsePortal(portal), iface: record.iface };
+      orThrow(await host.iscsi.logout(node));
+      orThrow(await host.iscsi.deleteNode(node));
+      loggedOut = true;
+    }
+    if (others.length > 0) log.info({ iqn: record.iqn, stillUsedBy: others.length }, 'target still used by other volumes on this node: session kept');
+    return loggedOut;
+  });
+}
+
+export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+  await removeDevices(host, record, log);
+  await logoutIfUnused(host, record, log);
+  if (record.clonedIface) orThrow(await host.iscsi.deleteIface(record.clonedIface));
+}

@@ -1,0 +1,277 @@
+// Device nodes and their stable names under a configurable /dev root, and event-driven waits for them:
+// the by-path link udev creates for an iSCSI LUN and the multipath map that may take the path over.
+// Waits watch the directories (inotify through fs.watch) and fall back to a short poll; the watch is
+// in place before the first check, so an entry created in between is never missed.
+import { watch, promises as fs, type FSWatcher } from 'node:fs';
+import { basename, dirname, join, relative } from 'node:path';
+import { errnoCode } from '../errors.js';
+import type { MultipathHolder, Sysfs } from './sysfs.js';
+import type { Portal } from './validate.js';
+
+export interface WaitOptions {
+  /** give up after this long */
+  deadlineMs: number;
+  /** fallback poll interval, for file systems that do not report changes (sysfs) */
+  pollMs: number;
+  signal?: AbortSignal;
+}
+
+export type WaitFailure = { ok: false; reason: 'timeout' | 'aborted'; waitedMs: number };
+export type DeviceWaitResult = { ok: true; device: string; link: string; waitedMs: number } | WaitFailure;
+export type HolderWaitResult = { ok: true; holder: MultipathHolder; device: string; waitedMs: number } | WaitFailure;
+
+const DEFAULT_TRANSPORT = 'tcp';
+
+function elapsed(started: number): number {
+  return Math.round((performance.now() - started) * 100) / 100;
+}
+
+function isInside(root: string, path: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/'));
+}
+
+/** A directory to watch; `root` bounds the walk up to an existing ancestor while it does not exist. */
+export interface WatchTarget {
+  dir: string;
+  root: string;
+  /** which change events in `dir` warrant a check (all when omitted; filename may be null) */
+  relevant?: (filename: string | null) => boolean;
+}
+
+/**
+ * Resolves with the first non-null value of `check`, re-run whenever a watched directory reports a
+ * relevant change and on every poll tick. A directory that does not exist yet is watched through its
+ * nearest existing ancestor (not above its root) until it appears. Every watcher and timer is released
+ * on every outcome.
+ */
+export function waitUntil<T>(
+  targets: WatchTarget[],
+  check: () => Promise<T | null>,
+  opts: WaitOptions,
+): Promise<{ ok: true; value: T; waitedMs: number } | WaitFailure> {
+  const started = performance.now();
+  return new Promise((resolve) => {
+    const watchers = new Map<string, FSWatcher>();
+    let done = false;
+    let checking = false;
+    let again = false;
+    let pollTimer: NodeJS.Timeout | undefined;
+    let deadlineTimer: NodeJS.Timeout | undefined;
+
+    const finish = (result: { ok: true; value: T; waitedMs: number } | WaitFailure): void => {
+      if (done) return;
+      done = true;
+      for (const w of watchers.values()) w.close();
+      watchers.clear();
+      clearInterval(pollTimer);
+      clearTimeout(deadlineTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      resolve(result);
+    };
+    const onAbort = (): void => finish({ ok: false, reason: 'aborted', waitedMs: elapsed(started) });
+
+    const runCheck = async (): Promise<void> => {
+      if (done) return;
+      if (checking) {
+        again = true; // a change arrived while a check was running: check once more afterwards
+        return;
+      }
+      checking = true;
+      try {
+        do {
+          again = false;
+          let value: T | null = null;
+          try {
+            value = await check();
+          } catch {
+            value = null; // a half-created entry; the next event or poll looks again
+          }
+          if (value !== null) return finish({ ok: true, value, waitedMs: elapsed(started) });
+        } while (again && !done);
+      } finally {
+        checking = false;
+      }
+    };
+
+    const relevantFor = (dir: string, filename: string | null): boolean => {
+      const own = targets.filter((t) => t.dir === dir);
+      // an ancestor standing in for a missing directory: any change may be that directory appearing
+      if (own.length === 0) return true;
+      return own.some((t) => !t.relevant || t.relevant(filename));
+    };
+
+    const ensureWatches = (): void => {
+      for (const { dir, root } of targets) {
+        if (done || watchers.has(dir)) continue;
+        for (let d = dir; isInside(root, d); d = dirname(d)) {
+          if (watchers.has(d)) break; // an ancestor already watches for `dir` to appear
+          try {
+            const w = watch(d, (_event, filename) => {
+              if (!relevantFor(d, filename === null ? null : String(filename))) return;
+              ensureWatches();
+              void runCheck();
+            });
+            w.on('error', () => {
+              // the directory went away (e.g. by-path removed with its last link): watch from above again
+              w.close();
+              if (watchers.get(d) === w) watchers.delete(d);
+            });
+            watchers.set(d, w);
+            break;
+          } catch (e) {
+            const code = errnoCode(e);
+            if ((code !== 'ENOENT' && code !== 'ENOTDIR') || d === dirname(d)) break;
+          }
+        }
+      }
+    };
+
+    if (opts.signal?.aborted) return onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    deadlineTimer = setTimeout(() => finish({ ok: false, reason: 'timeout', waitedMs: elapsed(started) }), opts.deadlineMs);
+    if (opts.pollMs > 0) {
+      pollTimer = setInterval(() => {
+        ensureWatches();
+        void runCheck();
+      }, opts.pollMs);
+    }
+    ensureWatches(); // before the first check: nothing created from here on can be missed
+    void runCheck();
+  });
+}
+
+export class Devices {
+  constructor(
+    readonly devRoot: string,
+    private readonly sysfs: Sysfs,
+  ) {}
+
+  /** `<devRoot>/disk/by-path` */
+  byPathDir(): string {
+    return join(this.devRoot, 'disk', 'by-path');
+  }
+
+  /**
+   * udev's by-path name for a software-iSCSI LUN: `ip-<addr>:<port>-iscsi-<iqn>-lun-<lun>`, the address
+   * raw as in sysfs `persistent_address` (IPv6 without brackets).
+   */
+  byPathName(portal: Portal, iqn: string, lun: number): string {
+    return `ip-${portal.host}:${portal.port}-iscsi-${iqn}-lun-${lun}`;
+  }
+
+  /** `<devRoot>/disk/by-path/ip-<addr>:<port>-iscsi-<iqn>-lun-<lun>` */
+  byPathLink(portal: Portal, iqn: string, lun: number): string {
+    return join(this.byPathDir(), this.byPathName(portal, iqn, lun));
+  }
+
+  /** `<devRoot>/<name>`, e.g. `/dev/sdb`, `/dev/dm-3` */
+  devicePath(name: string): string {
+    return join(this.devRoot, name);
+  }
+
+  /** `<devRoot>/mapper/<name>` */
+  mapperPath(name: string): string {
+    return join(this.devRoot, 'mapper', name);
+  }
+
+  /**
+   * Waits until `link` exists and resolves (a dangling link is not ready) and returns its real path.
+   * Reacts to the link's creation through a directory watch; `pollMs` is only the fallback.
+   */
+  async waitForDevice(link: string, opts: WaitOptions): Promise<DeviceWaitResult> {
+    const name = basename(link);
+    const r = await waitUntil(
+      [
+        { dir: dirname(link), root: this.devRoot, relevant: (f) => f === null || f === name },
+        // udev links to a node that exists; a simulated host may create the link first: the node
+        // appearing in the /dev root then completes the wait without a poll
+        { dir: this.devRoot, root: this.devRoot },
+      ],
+      () => resolveExisting(link),
+      opts,
+    );
+    return r.ok ? { ok: true, device: r.value, link, waitedMs: r.waitedMs } : r;
+  }
+
+  /**
+   * Waits for a LUN's by-path link. Offload (non-tcp) transports sit under a PCI device, so their link
+   * carries a `pci-<BDF>-` prefix that cannot be known in advance: any such entry matches.
+   */
+  async waitForByPath(portal: Portal, iqn: string, lun: number, opts: WaitOptions & { transport?: string }): Promise<DeviceWaitResult> {
+    const transport = opts.transport ?? DEFAULT_TRANSPORT;
+    if (transport === DEFAULT_TRANSPORT) return this.waitForDevice(this.byPathLink(portal, iqn, lun), opts);
+    const matches = this.offloadLinkMatcher(portal, iqn, lun);
+    const r = await waitUntil(
+      [
+        { dir: this.byPathDir(), root: this.devRoot, relevant: (f) => f === null || matches(f) },
+        { dir: this.devRoot, root: this.devRoot },
+      ],
+      () => this.findOffloadLink(matches),
+      opts,
+    );
+    return r.ok ? { ok: true, device: r.value.device, link: r.value.link, waitedMs: r.waitedMs } : r;
+  }
+
+  /** An existing, resolving by-path link for the LUN right now (no waiting), or null. */
+  async findByPath(portal: Portal, iqn: string, lun: number, transport = DEFAULT_TRANSPORT): Promise<{ device: string; link: string } | null> {
+    if (transport !== DEFAULT_TRANSPORT) return this.findOffloadLink(this.offloadLinkMatcher(portal, iqn, lun));
+    const link = this.byPathLink(portal, iqn, lun);
+    const device = await resolveExisting(link);
+    return device === null ? null : { device, link };
+  }
+
+  private offloadLinkMatcher(portal: Portal, iqn: string, lun: number): (name: string) => boolean {
+    const suffix = `-${this.byPathName(portal, iqn, lun)}`;
+    return (name) => name.startsWith('pci-') && name.endsWith(suffix);
+  }
+
+  private async findOffloadLink(matches: (name: string) => boolean): Promise<{ device: string; link: string } | null> {
+    const dir = this.byPathDir();
+    let entries: string[];
+    try {
+      entries = await fs.readdir(dir);
+    } catch {
+      return null;
+    }
+    for (const entry of entries.filter(matches).sort()) {
+      const device = await resolveExisting(join(dir, entry));
+      if (device !== null) return { device, link: join(dir, entry) };
+    }
+    return null;
+  }
+
+  /**
+   * Waits until a multipath map holds the path device `name` and its `/dev/dm-N` node exists. sysfs
+   * does not report new holders through inotify on a real kernel, so the dm node's appearance under the
+   * /dev root (and /dev/mapper) is what wakes the wait; the poll covers the rest.
+   */
+  async waitForMultipathHolder(name: string, opts: WaitOptions): Promise<HolderWaitResult> {
+    const holdersDir = join(this.sysfs.sysRoot, 'block', name, 'holders');
+    const r = await waitUntil(
+      [
+        { dir: this.devRoot, root: this.devRoot },
+        { dir: join(this.devRoot, 'mapper'), root: this.devRoot },
+        { dir: holdersDir, root: this.sysfs.sysRoot },
+      ],
+      async () => {
+        const holder = await this.sysfs.multipathHolder(name);
+        if (!holder) return null;
+        const device = this.devicePath(holder.dm);
+        return (await resolveExisting(device)) === null ? null : { holder, device };
+      },
+      opts,
+    );
+    return r.ok ? { ok: true, holder: r.value.holder, device: r.value.device, waitedMs: r.waitedMs } : r;
+  }
+}
+
+/** The real path of `path` if it (and, for a link, its target) exists, else null. */
+export async function resolveExisting(path: string): Promise<string | null> {
+  try {
+    return await fs.realpath(path);
+  } catch (e) {
+    if (['ENOENT', 'ENOTDIR', 'ELOOP'].includes(errnoCode(e) ?? '')) return null;
+    throw e;
+  }
+}

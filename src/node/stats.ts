@@ -1,0 +1,58 @@
+// NodeGetVolumeStats: usage (bytes and inodes for filesystems, size for block) and a volume condition
+// read from real state: session logged in, device present, mount healthy and writable.
+import { InvalidArgument, NotFound } from '../errors.js';
+import type { NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, VolumeCondition, VolumeUsage } from '../csi/types.js';
+import type { CallContext } from '../server/service.js';
+import type { NodeHost } from '../flows/host.js';
+import type { VolumeRecord } from '../host/metadata.js';
+import { parseVolumeIdField } from './request.js';
+import { mountHealth } from '../host/target-paths.js';
+import { isAbsolute } from 'node:path';
+
+export async function volumeStats(host: NodeHost, req: NodeGetVolumeStatsRequest, _ctx: CallContext): Promise<NodeGetVolumeStatsResponse> {
+  const volumeId = parseVolumeIdField(req.volume_id);
+  if (!req.volume_path) throw new InvalidArgument('volume_path is required');
+  const volumePath = req.volume_path;
+  const record = await host.metadata.load(volumeId);
+  if (!record || !isAbsolute(volumePath) || !(record.publishedAt.includes(volumePath) || record.stagingPath === volumePath)) {
+    throw new NotFound(`volume ${volumeId} is not staged or published at ${volumePath} on this node`);
+  }
+  const mounted = await host.mounts.mountsAt(volumePath);
+  if (mounted.length === 0 && record.stagingPath !== volumePath) throw new NotFound(`${volumePath} is not mounted`);
+  const condition = await volumeCondition(host, record, volumePath);
+  const usage: VolumeUsage[] = [];
+  if (record.accessType === 'block') {
+    const bytes = record.devicePath ? await host.fs.blockDeviceSize(record.devicePath).catch(() => null) : null;
+    if (bytes !== null) usage.push({ unit: 'BYTES', total: bytes, available: 0, used: 0 });
+  } else if (condition.abnormal === false || mounted.length > 0) {
+    const st = await host.fs.statfs(volumePath).catch(() => null);
+    if (st) {
+      usage.push({ unit: 'BYTES', total: st.totalBytes, available: st.availableBytes, used: st.usedBytes });
+      usage.push({ unit: 'INODES', total: st.totalInodes, available: st.freeInodes, used: st.usedInodes });
+    }
+  }
+  return { usage, volume_condition: condition };
+}
+
+/** The first problem found, in the order an operator would check them. */
+export async function volumeCondition(host: NodeHost, record: VolumeRecord, volumePath: string): Promise<VolumeCondition> {
+  const sessions = await host.sysfs.sessionsForTarget(record.iqn);
+  const live = sessions.filter((s) => s.state === 'LOGGED_IN');
+  if (live.length === 0) {
+    return { abnormal: true, message: sessions.length === 0 ? `no iSCSI session to ${record.iqn}` : `iSCSI session to ${record.iqn} is ${sessions.map((s) => s.state).join(', ')}` };
+  }
+  const devices = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
+  if (devices.length === 0) return { abnormal: true, message: `LUN ${record.lun} of ${record.iqn} has no device on this node` };
+  const bad = [];
+  for (const d of devices) {
+    const state = await host.sysfs.deviceState(d);
+    if (state && state !== 'running') bad.push(`${d} is ${state}`);
+  }
+  if (bad.length === devices.length) return { abnormal: true, message: bad.join(', ') };
+  if (record.accessType === 'mount') {
+    const health = await mountHealth(host.mounts, volumePath);
+    if (health) return { abnormal: true, message: health };
+  }
+  const degraded = live.length < record.portals.length ? `${live.length} of ${record.portals.length} paths up` : '';
+  return { abnormal: false, message: degraded || 'healthy' };
+}

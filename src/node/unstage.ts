@@ -1,0 +1,30 @@
+// NodeUnstageVolume: unmount, then detach from the saved record (devices, session if unused, cloned
+// iface), remove the record, and leave the staging directory empty. Not staged → OK.
+import { FailedPrecondition } from '../errors.js';
+import type { NodeUnstageVolumeRequest, NodeUnstageVolumeResponse } from '../csi/types.js';
+import type { CallContext } from '../server/service.js';
+import { detach } from '../flows/detach.js';
+import type { NodeHost } from '../flows/host.js';
+import { parsePath, parseVolumeIdField } from './request.js';
+import { unmountIfMounted } from '../host/target-paths.js';
+
+export async function unstageVolume(host: NodeHost, req: NodeUnstageVolumeRequest, ctx: CallContext): Promise<NodeUnstageVolumeResponse> {
+  const volumeId = parseVolumeIdField(req.volume_id);
+  const stagingPath = parsePath(req.staging_target_path, 'staging_target_path');
+  const record = await host.metadata.load(volumeId);
+  if (record && record.publishedAt.length > 0) {
+    const stillMounted = [];
+    for (const t of record.publishedAt) if (await host.mounts.isMountPoint(t)) stillMounted.push(t);
+    if (stillMounted.length > 0) throw new FailedPrecondition(`volume ${volumeId} is still published at ${stillMounted.join(', ')}; unpublish it first`);
+  }
+  await unmountIfMounted(host.mounts, stagingPath);
+  if (record && record.stagingPath !== stagingPath) await unmountIfMounted(host.mounts, record.stagingPath);
+  if (!record) {
+    ctx.logger.debug('no record: not staged on this node');
+    return {};
+  }
+  await detach(host, record, ctx.logger);
+  await host.metadata.remove(volumeId);
+  ctx.logger.info({ iqn: record.iqn, lun: record.lun }, 'unstaged');
+  return {};
+}
