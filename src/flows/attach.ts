@@ -3,7 +3,7 @@
 // logged in, else discovery + CHAP + manual scan + login + manual startup → wait for the by-path
 // device (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
 import { basename } from 'node:path';
-import { DeadlineExceeded, FailedPrecondition, Internal } from '../errors.js';
+import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
 import { orThrow, type RecordSettings } from '../host/iscsiadm.js';
 import type { WaitOptions } from '../host/devices.js';
 import type { MultipathHolder } from '../host/sysfs.js';
@@ -32,7 +32,7 @@ interface PortalOutcome {
   portal: Portal;
   key: string;
   ok: boolean;
-  reason?: string;
+  error?: CsiError;
 }
 
 const BUILTIN_TCP_IFACE = 'default';
@@ -68,7 +68,7 @@ export async function connectPortals(host: NodeHost, target: TargetSpec, iface: 
         await host.sysfs.scanLun(hostNumber, target.lun);
         return { portal, key, ok: true };
       } catch (e) {
-        return { portal, key, ok: false, reason: (e as Error).message };
+        return { portal, key, ok: false, error: toCsiError(e) };
       }
     }));
   });
@@ -111,24 +111,26 @@ function sessionChapSettings(chap: ChapCredentials | undefined): RecordSettings 
 
 /** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */
 export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<Omit<AttachResult, 'iface'>> {
-  const deadPortals = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, reason: o.reason ?? 'unknown' }));
-  const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { dead: string; reason: string }> => {
+  const failures = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, error: o.error ?? new Internal('unknown failure') }));
+  const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { portal: string; error: CsiError }> => {
     const byPath = host.devices.byPathLink(o.portal, target.iqn, target.lun);
     const found = await host.devices.waitForByPath(o.portal, target.iqn, target.lun, { ...waitOptions(host), transport });
-    if (!found.ok) return { dead: o.key, reason: `device ${byPath} did not appear within ${host.cfg.timeouts.deviceWaitMs} ms` };
+    if (!found.ok) return { portal: o.key, error: new DeadlineExceeded(`device ${byPath} did not appear within ${host.cfg.timeouts.deviceWaitMs} ms`) };
     return { portal: o.key, byPath: found.link, device: basename(found.device) };
   });
   const paths: AttachedPath[] = [];
   for (const r of await Promise.all(waits)) {
-    if ('dead' in r) deadPortals.push({ portal: r.dead, reason: r.reason });
+    if ('error' in r) failures.push(r);
     else paths.push(r);
   }
+  const deadPortals = failures.map((f) => ({ portal: f.portal, reason: f.error.message }));
   if (deadPortals.length > 0) log.warn({ deadPortals }, paths.length > 0 ? 'some portals are down; continuing with the paths that came up' : 'no portal came up');
   if (paths.length === 0) {
-    const reasons = deadPortals.map((d) => `${d.portal}: ${d.reason}`).join('; ');
-    const timedOut = deadPortals.every((d) => d.reason.includes('did not appear'));
-    const msg = `could not attach LUN ${target.lun} of ${target.iqn}: ${reasons}`;
-    throw timedOut ? new DeadlineExceeded(msg) : new FailedPrecondition(msg);
+    // one portal: its own error; several: the first one's code (e.g. all down → UNAVAILABLE), every reason
+    const first = failures[0]!.error;
+    if (failures.length === 1) throw first;
+    const reasons = failures.map((f) => `${f.portal}: ${f.error.message}`).join('; ');
+    throw new CsiError(first.code, `could not attach LUN ${target.lun} of ${target.iqn} on any portal: ${reasons}`);
   }
   const multipath = await findMultipath(host, paths, log);
   const devicePath = multipath ? host.devices.devicePath(multipath.dm) : paths[0]!.byPath;

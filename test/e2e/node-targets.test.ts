@@ -1,0 +1,187 @@
+// The node service's target handling on the simulated host: shared sessions, CHAP, a volume's own
+// initiator name, dead portals, an existing foreign filesystem, expansion and volume health.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { statfs } from 'node:fs/promises';
+import { join } from 'node:path';
+import { status } from '@grpc/grpc-js';
+import { mountCapability, blockCapability, startSimDriver, type SimDriver } from '../helpers/sim-driver.js';
+import { codeOf } from '../helpers/client.js';
+import { freePort } from '../sim/tgtd.js';
+
+const MiB = 1024 * 1024;
+let sd: SimDriver;
+let work: string;
+
+beforeAll(async () => {
+  sd = await startSimDriver({ configure: (cfg) => { cfg.timeouts.deviceWaitMs = 3_000; } });
+  work = join(sd.stateDir, 'kubelet');
+  mkdirSync(work, { recursive: true });
+});
+afterAll(async () => {
+  await sd?.stop();
+});
+
+const ctxFor = (iqn: string, lun: number, extra: Record<string, string> = {}) => ({ targetPortal: sd.host.portals[0]!, iqn, lun: String(lun), ...extra });
+const stage = (id: string, context: Record<string, string>, capability: object, secrets: Record<string, string> = {}) =>
+  sd.client.call('Node', 'NodeStageVolume', { volume_id: id, staging_target_path: join(work, `${id}-staging`), volume_capability: capability, volume_context: context, secrets });
+const unstage = (id: string) => sd.client.call('Node', 'NodeUnstageVolume', { volume_id: id, staging_target_path: join(work, `${id}-staging`) });
+const nodeRecords = (iqn: string) => {
+  const dir = join(sd.host.root, 'var/lib/iscsi/nodes', iqn);
+  return existsSync(dir) ? readdirSync(dir) : [];
+};
+const sessionsTo = async (iqn: string) => (await sd.host.sessions()).filter((s) => s.target === iqn);
+const records = () => (existsSync(join(sd.stateDir, 'volumes')) ? readdirSync(join(sd.stateDir, 'volumes')) : []);
+
+describe('two LUNs of one target', () => {
+  const iqn = 'iqn.2026-11.dev.test:shared';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }, { lun: 2, sizeBytes: 32 * MiB }]); });
+
+  it('share one session; unstaging one keeps it for the other; the last one logs out and deletes the node records', async () => {
+    await stage('lunA', ctxFor(iqn, 1), mountCapability());
+    await stage('lunB', ctxFor(iqn, 2), mountCapability());
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    expect(nodeRecords(iqn)).toHaveLength(1);
+
+    await unstage('lunA');
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    // the other volume still works
+    writeFileSync(join(work, 'lunB-staging', 'still.txt'), 'alive');
+    execFileSync('sync', ['-f', join(work, 'lunB-staging', 'still.txt')]);
+    expect(readFileSync(join(work, 'lunB-staging', 'still.txt'), 'utf8')).toBe('alive');
+    const [session] = await sessionsTo(iqn);
+    expect(session!.devices.map((d) => d.lun)).toEqual([2]);
+
+    await unstage('lunB');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+});
+
+describe('CHAP', () => {
+  const iqn = 'iqn.2026-11.dev.test:chap';
+  const secrets = { 'node.session.auth.username': 'alice', 'node.session.auth.password': 'Secretpass123' };
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }], [sd.host.initiatorName], { username: 'alice', password: 'Secretpass123' }); });
+
+  it('a wrong secret fails with an actionable error and leaves nothing behind', async () => {
+    const err = await stage('chapbad', ctxFor(iqn, 1, { sessionCHAPAuth: 'true' }), blockCapability(), { ...secrets, 'node.session.auth.password': 'WrongPass999' })
+      .catch((e: { code: number; details: string }) => e);
+    expect((err as { code: number }).code).toBe(status.FAILED_PRECONDITION);
+    expect((err as { details: string }).details).toMatch(/authorization failure .*exit 24/);
+    expect((err as { details: string }).details).not.toContain('WrongPass999');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+
+  it('no secret at all fails too; the right secret logs in, and the password is in no driver file', async () => {
+    expect(await codeOf(stage('chapnone', ctxFor(iqn, 1), blockCapability()))).toBe(status.FAILED_PRECONDITION);
+    await stage('chapok', ctxFor(iqn, 1, { sessionCHAPAuth: 'true' }), blockCapability(), secrets);
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    // grep exits 1 when no file under the driver's state holds the password
+    expect(spawnSync('grep', ['-rl', 'Secretpass123', sd.stateDir]).status).toBe(1);
+    await unstage('chapok');
+    expect(await sessionsTo(iqn)).toEqual([]);
+  });
+});
+
+describe('a volume with its own initiator name', () => {
+  const iqn = 'iqn.2026-11.dev.test:own-initiator';
+  const initiator = 'iqn.2026-11.dev.test:volume-initiator';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }], [initiator]); });
+
+  it('is refused with the node initiator name (the ACL), and logs in through a cloned iface with its own', async () => {
+    expect(await codeOf(stage('own0', ctxFor(iqn, 1), blockCapability()))).not.toBe(status.OK);
+    await stage('own1', ctxFor(iqn, 1, { initiatorName: initiator }), blockCapability());
+    const [session] = await sessionsTo(iqn);
+    expect(session!.initiatorName).toBe(initiator);
+    expect(session!.iface).toMatch(/^csi-[0-9a-f]{16}$/);
+    expect(readdirSync(join(sd.host.root, 'var/lib/iscsi/ifaces'))).toEqual([session!.iface]);
+    await unstage('own1');
+    expect(readdirSync(join(sd.host.root, 'var/lib/iscsi/ifaces'))).toEqual([]);
+    expect(await sessionsTo(iqn)).toEqual([]);
+  });
+});
+
+describe('portals', () => {
+  const iqn = 'iqn.2026-11.dev.test:portals';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+
+  it('tolerates a dead portal while one path comes up, and fails clearly when none does', async () => {
+    const dead = `127.0.0.1:${await freePort()}`;
+    await stage('twoportals', ctxFor(iqn, 1, { portals: JSON.stringify([sd.host.portals[0], dead]) }), blockCapability());
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    await unstage('twoportals');
+    expect(await sessionsTo(iqn)).toEqual([]);
+
+    const err = await stage('deadonly', { targetPortal: dead, iqn, lun: '1' }, blockCapability()).catch((e: { code: number; details: string }) => e);
+    expect((err as { code: number }).code).toBe(status.UNAVAILABLE);
+    expect((err as { details: string }).details).toContain(dead);
+    expect(records()).toEqual([]);
+  });
+
+  it('reports a device that never appears as DEADLINE_EXCEEDED and cleans up', async () => {
+    await sd.host.setFaults({ noDevice: [{ iqn, lun: 1 }] });
+    try {
+      expect(await codeOf(stage('nodevice', ctxFor(iqn, 1), blockCapability()))).toBe(status.DEADLINE_EXCEEDED);
+    } finally {
+      await sd.host.setFaults({});
+    }
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+});
+
+describe('a LUN that already holds another filesystem', () => {
+  const iqn = 'iqn.2026-11.dev.test:xfs';
+  let backing: string;
+  beforeAll(async () => {
+    backing = (await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 320 * MiB }])).luns[0]!.path;
+    execFileSync('mkfs.xfs', ['-q', '-f', backing]);
+  });
+
+  it('is FAILED_PRECONDITION when staged as ext4, and its filesystem is intact', async () => {
+    const before = execFileSync('blkid', ['-p', '-o', 'export', backing], { encoding: 'utf8' });
+    const err = await stage('xfsvol', ctxFor(iqn, 1), mountCapability('ext4')).catch((e: { code: number; details: string }) => e);
+    expect((err as { code: number }).code).toBe(status.FAILED_PRECONDITION);
+    expect((err as { details: string }).details).toContain('xfs');
+    expect(execFileSync('blkid', ['-p', '-o', 'export', backing], { encoding: 'utf8' })).toBe(before);
+    expect(await sessionsTo(iqn)).toEqual([]);
+  });
+
+  it('stages as xfs, grows online after the LUN grew, and reports health', async () => {
+    const staging = join(work, 'xfsvol-staging');
+    const target = join(work, 'xfsvol-target');
+    await stage('xfsvol', ctxFor(iqn, 1), mountCapability('xfs'));
+    await sd.client.call('Node', 'NodePublishVolume', { volume_id: 'xfsvol', staging_target_path: staging, target_path: target, volume_capability: mountCapability('xfs'), readonly: false });
+    const stats = await sd.client.call<{ usage: { unit: string; total: number }[]; volume_condition: { abnormal: boolean; message: string } }>('Node', 'NodeGetVolumeStats', { volume_id: 'xfsvol', volume_path: target });
+    expect(stats.volume_condition).toEqual({ abnormal: false, message: 'healthy' });
+    expect(stats.usage.map((u) => u.unit)).toEqual(['BYTES', 'INODES']);
+    const sizeBefore = (await statfs(target)).blocks;
+
+    await sd.host.growLun(iqn, 1, 640 * MiB);
+    const res = await sd.client.call<{ capacity_bytes: number }>('Node', 'NodeExpandVolume', { volume_id: 'xfsvol', volume_path: target, capacity_range: { required_bytes: 640 * MiB } });
+    expect(res.capacity_bytes).toBe(640 * MiB);
+    expect((await statfs(target)).blocks).toBeGreaterThan(sizeBefore * 1.8);
+    // already big enough → OK
+    await sd.client.call('Node', 'NodeExpandVolume', { volume_id: 'xfsvol', volume_path: target, capacity_range: { required_bytes: 320 * MiB } });
+
+    // the target goes away: the condition says so
+    await sd.host.setFaults({ portalDown: [sd.host.portals[0]!] });
+    try {
+      const bad = await sd.client.call<{ volume_condition: { abnormal: boolean; message: string } }>('Node', 'NodeGetVolumeStats', { volume_id: 'xfsvol', volume_path: target });
+      expect(bad.volume_condition.abnormal).toBe(true);
+      expect(bad.volume_condition.message).toContain('FAILED');
+    } finally {
+      await sd.host.setFaults({});
+    }
+    expect(await codeOf(sd.client.call('Node', 'NodeGetVolumeStats', { volume_id: 'xfsvol', volume_path: join(work, 'elsewhere') }))).toBe(status.NOT_FOUND);
+    expect(await codeOf(sd.client.call('Node', 'NodeGetVolumeStats', { volume_id: 'xfsvol', volume_path: 'some/path' }))).toBe(status.NOT_FOUND);
+
+    await sd.client.call('Node', 'NodeUnpublishVolume', { volume_id: 'xfsvol', target_path: target });
+    await unstage('xfsvol');
+    expect(await sessionsTo(iqn)).toEqual([]);
+  });
+});
