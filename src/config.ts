@@ -100,6 +100,7 @@ export function defaultConfig(): Config {
     mode: 'all',
     endpoint: process.env.CSI_ENDPOINT ?? 'unix:///csi/csi.sock',
     socketMode: 0o600,
+    nodeId: undefined,
     logLevel: 'info',
     stateDir: '/var/lib/iscsi-csi',
     host: {
@@ -223,6 +224,7 @@ export function validateConfig(cfg: Config): void {
   if (!['node', 'controller', 'all'].includes(cfg.mode)) throw new ConfigError(`mode must be node, controller or all, got ${JSON.stringify(cfg.mode)}`);
   if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(cfg.logLevel)) throw new ConfigError(`logLevel ${JSON.stringify(cfg.logLevel)} is not a log level`);
   socketPathOf(cfg.endpoint);
+  if (cfg.nodeId !== undefined && (typeof cfg.nodeId !== 'string' || cfg.nodeId.length === 0 || cfg.nodeId.length > 256)) throw new ConfigError('nodeId must be a non-empty string of at most 256 characters');
   if (!Number.isInteger(cfg.socketMode) || cfg.socketMode < 0 || cfg.socketMode > 0o777) throw new ConfigError('socketMode must be a file mode between 0 and 0o777');
   for (const [key, dir] of Object.entries({ stateDir: cfg.stateDir, ...prefixKeys('host', cfg.host) })) {
     if (typeof dir !== 'string' || !dir.startsWith('/')) throw new ConfigError(`${key} must be an absolute path`);

@@ -45,7 +45,8 @@ describe('config', () => {
   });
 
   it('reads JSON too', () => {
-    const cfg = buildConfig(loadConfigFile(file('b.json', JSON.stringify({ mode: 'node', node: { maxVolumesPerNode: 7 } }))));
+    const cfg = buildConfig(loadConfigFile(file('b.json', JSON.stringify({ mode: 'node', nodeId: 'iqn.2026-11.dev.test:n1', node: { maxVolumesPerNode: 7 } }))));
+    expect(cfg.nodeId).toBe('iqn.2026-11.dev.test:n1');
     expect(cfg.mode).toBe('node');
     expect(cfg.node.maxVolumesPerNode).toBe(7);
   });

@@ -1,0 +1,114 @@
+// The driver killed in the middle of a stage (SIGKILL, no cleanup) and started again: stage and
+// unstage still converge, and nothing is leaked (no session, node record, iface, record or mount).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify } from 'yaml';
+import { CsiClient } from '../helpers/client.js';
+import { blockCapability, mountCapability, simDriverConfig } from '../helpers/sim-driver.js';
+import { SimulatedHost, unmountUnder } from '../sim/host.js';
+
+const MiB = 1024 * 1024;
+const CLI = join(process.cwd(), 'dist/src/cli.js');
+let host: SimulatedHost;
+let stateDir: string;
+let configFile: string;
+let endpoint: string;
+
+beforeAll(async () => {
+  host = await SimulatedHost.create();
+  stateDir = join(host.root, 'driver-state');
+  mkdirSync(stateDir, { recursive: true });
+  endpoint = `unix://${stateDir}/csi.sock`;
+  const cfg = simDriverConfig(host, stateDir, 'node', endpoint);
+  configFile = join(stateDir, 'config.yaml');
+  writeFileSync(configFile, stringify({ stateDir, nodeId: cfg.nodeId, host: cfg.host, commands: { iscsiadm: cfg.commands.iscsiadm, multipath: cfg.commands.multipath, multipathd: cfg.commands.multipathd }, timeouts: { deviceWaitMs: 20_000 } }));
+});
+afterAll(async () => {
+  await unmountUnder(stateDir).catch(() => undefined);
+  await host?.destroy();
+});
+
+async function startDriverProcess(): Promise<ChildProcess> {
+  const child = spawn('node', [CLI, '--mode', 'node', '--endpoint', endpoint, '--config', configFile, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  // a SIGKILLed driver leaves its socket file: wait until the new one answers
+  const probe = new CsiClient(endpoint);
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        await probe.call('Identity', 'GetPluginInfo', {}, 1_000);
+        return child;
+      } catch (e) {
+        if (i > 200 || child.exitCode !== null) throw e;
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    }
+  } finally {
+    probe.close();
+  }
+}
+
+describe('a driver killed mid-stage', () => {
+  it.each([['block', blockCapability()], ['filesystem', mountCapability('ext4')]])('converges after a restart (%s)', async (kind, capability) => {
+    const iqn = `iqn.2026-11.dev.test:crash-${kind}`;
+    await host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
+    const staging = join(stateDir, `staging-${kind}`);
+    const req = { volume_id: `crash-${kind}`, staging_target_path: staging, volume_capability: capability, volume_context: { targetPortal: host.portals[0]!, iqn, lun: '1' } };
+
+    // 1. the device will not appear: the stage logs in, then waits; kill the driver while it waits
+    await host.setFaults({ noDevice: [{ iqn, lun: 1 }] });
+    let driver = await startDriverProcess();
+    let client = new CsiClient(endpoint);
+    const pending = client.call('Node', 'NodeStageVolume', req).catch((e: Error) => e);
+    for (let i = 0; i < 500 && (await host.sessions()).filter((s) => s.target === iqn).length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toHaveLength(1);
+    driver.kill('SIGKILL');
+    await new Promise((r) => driver.once('exit', r));
+    client.close();
+    await pending;
+    await host.setFaults({});
+    // the record of the interrupted attach is on disk, without secrets
+    expect(readdirSync(join(stateDir, 'volumes'))).toHaveLength(1);
+
+    // 2. restarted (the stale socket is replaced): kubelet retries the stage, then unstages
+    driver = await startDriverProcess();
+    client = new CsiClient(endpoint);
+    await client.call('Node', 'NodeStageVolume', req);
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toHaveLength(1);
+    await client.call('Node', 'NodeUnstageVolume', { volume_id: req.volume_id, staging_target_path: staging });
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toEqual([]);
+    expect(existsSync(join(host.root, 'var/lib/iscsi/nodes', iqn))).toBe(false);
+    expect(readdirSync(join(stateDir, 'volumes'))).toEqual([]);
+    expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(staging);
+    client.close();
+    driver.kill('SIGTERM');
+    await new Promise((r) => driver.once('exit', r));
+  });
+
+  it('unstage after a crash works from the record alone, even with the target gone', async () => {
+    const iqn = 'iqn.2026-11.dev.test:gone';
+    await host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
+    const staging = join(stateDir, 'staging-gone');
+    let driver = await startDriverProcess();
+    let client = new CsiClient(endpoint);
+    await client.call('Node', 'NodeStageVolume', { volume_id: 'gone', staging_target_path: staging, volume_capability: blockCapability(), volume_context: { targetPortal: host.portals[0]!, iqn, lun: '1' } });
+    driver.kill('SIGKILL');
+    await new Promise((r) => driver.once('exit', r));
+    client.close();
+    await host.deleteTarget(iqn);
+    await host.setFaults({ portalDown: [host.portals[0]!] });
+    driver = await startDriverProcess();
+    client = new CsiClient(endpoint);
+    try {
+      await client.call('Node', 'NodeUnstageVolume', { volume_id: 'gone', staging_target_path: staging });
+    } finally {
+      await host.setFaults({});
+    }
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toEqual([]);
+    expect(readdirSync(join(stateDir, 'volumes'))).toEqual([]);
+    client.close();
+    driver.kill('SIGTERM');
+    await new Promise((r) => driver.once('exit', r));
+  });
+});
