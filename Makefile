@@ -21,8 +21,11 @@ typecheck:
 unit: build
 	npx vitest run
 
+# the whole suite, no skip and no focus, against the simulated host (controller on its tgtd + node),
+# once with filesystem and once with raw block volumes
 sanity: build
-	CSI_SANITY=$(GOBIN)/csi-sanity SANITY_TARGET=node scripts/csi-sanity.sh --ginkgo.focus "Identity Service"
+	CSI_SANITY=$(GOBIN)/csi-sanity SANITY_TARGET=sim SANITY_ACCESS_TYPES="mount block" \
+	  scripts/csi-sanity.sh --csi.testvolumesize 33554432
 
 test: typecheck unit sanity
 

@@ -4,14 +4,16 @@ import { FailedPrecondition, InvalidArgument, NotFound, OutOfRange } from '../er
 import type { NodeExpandVolumeRequest, NodeExpandVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/host.js';
+import { isAbsolute } from 'node:path';
 import { parsePath, parseVolumeIdField } from './request.js';
 import { parseFsType } from '../host/validate.js';
 
 export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest, ctx: CallContext): Promise<NodeExpandVolumeResponse> {
   const volumeId = parseVolumeIdField(req.volume_id);
-  const volumePath = parsePath(req.volume_path, 'volume_path');
+  if (!req.volume_path) throw new InvalidArgument('volume_path is required');
   const record = await host.metadata.load(volumeId);
   if (!record || record.phase !== 'staged' || !record.devicePath) throw new NotFound(`volume ${volumeId} is not staged on this node`);
+  const volumePath = isAbsolute(req.volume_path) ? parsePath(req.volume_path, 'volume_path') : req.volume_path;
   if (record.stagingPath !== volumePath && !record.publishedAt.includes(volumePath)) {
     throw new NotFound(`volume ${volumeId} is not staged or published at ${volumePath}`);
   }

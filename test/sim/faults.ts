@@ -1,0 +1,24 @@
+// Fault switches of the simulated host, kept in R/faults.json and read by the simulated kernel on
+// every request, so a test can flip them between two driver calls.
+import { readFileSync } from 'node:fs';
+
+/** Operation names a `hang` entry can name: the fake command then never returns (the caller's timeout fires). */
+export type HangOp =
+  | 'iscsiadm' | 'login' | 'logout' | 'discovery' | 'node' | 'iface' | 'session' | 'rescan'
+  | 'multipath' | 'multipathd';
+
+export interface Faults {
+  hang?: HangOp[];
+  /** the scan succeeds but this LUN of this target never gets a device */
+  noDevice?: { iqn: string; lun: number }[];
+  /** "addr:port": login fails with exit 8, discovery cannot connect; sessions to it turn FAILED */
+  portalDown?: string[];
+}
+
+export function readFaults(file: string): Faults {
+  try {
+    return JSON.parse(readFileSync(file, 'utf8')) as Faults;
+  } catch {
+    return {};
+  }
+}

@@ -1,0 +1,131 @@
+// The simulated kernel process: owns the simulated state under R and answers the fake iscsiadm /
+// multipath / multipathd commands and the host API over R/run/kernel.sock.
+//   node dist/test/sim/kernel-main.js --root R [--multipath] [--tgtd CTL]... [--log-level L]
+// Prints one JSON line {"ready":true,"pid":N} on stdout once it listens. It logs out every session
+// and detaches its loop devices on `shutdown`, SIGTERM, SIGINT, or when its parent goes away (stdin
+// closes), so a crashed test run leaves no session, device or loop behind.
+import { createServer, type Socket } from 'node:net';
+import { rmSync } from 'node:fs';
+import { SimKernel, type LogFn } from './kernel.js';
+import { hangOpsOf, iscsiadm } from './iscsiadm.js';
+import { multipath, multipathd } from './multipath.js';
+import type { AdminRequest, StateReply, ToolReply, ToolRequest } from './protocol.js';
+import type { HangOp } from './faults.js';
+
+const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+
+function parseArgs(argv: string[]): { root: string; multipath: boolean; tgtd: number[]; logLevel: string } {
+  const out = { root: '', multipath: false, tgtd: [] as number[], logLevel: process.env.SIM_LOG ?? 'warn' };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--root') out.root = argv[++i]!;
+    else if (a === '--multipath') out.multipath = true;
+    else if (a === '--tgtd') out.tgtd.push(Number(argv[++i]));
+    else if (a === '--log-level') out.logLevel = argv[++i]!;
+  }
+  if (!out.root.startsWith('/')) throw new Error('--root /abs/path is required');
+  return out;
+}
+
+async function main(): Promise<void> {
+  const args = parseArgs(process.argv.slice(2));
+  const minLevel = Math.max(0, LEVELS.indexOf(args.logLevel as (typeof LEVELS)[number]));
+  const log: LogFn = (level, msg, extra) => {
+    if (LEVELS.indexOf(level) < minLevel && args.logLevel !== 'debug') return;
+    process.stderr.write(`${JSON.stringify({ time: new Date().toISOString(), level, component: 'sim-kernel', msg, ...extra })}\n`);
+  };
+  const kernel = new SimKernel({ root: args.root, multipath: args.multipath, tgtdControlPorts: args.tgtd, log });
+  await kernel.init();
+
+  const handleTool = async (req: ToolRequest): Promise<ToolReply> => {
+    const hang = kernel.faults().hang ?? [];
+    const ops: HangOp[] = req.tool === 'iscsiadm' ? hangOpsOf(req.argv) : [req.tool];
+    if (ops.some((op) => hang.includes(op))) {
+      log('info', 'fault hang: command will never return', { tool: req.tool, ops });
+      return { stdout: '', stderr: '', code: 0, hang: true };
+    }
+    return kernel.serial(() => (req.tool === 'iscsiadm' ? iscsiadm(kernel, req.argv) : req.tool === 'multipath' ? multipath(kernel, req.argv) : multipathd(kernel, req.argv)));
+  };
+
+  const state = (): StateReply => ({
+    sessions: kernel.summaries(),
+    maps: [...kernel.maps.values()].map((m) => ({ name: m.name, dm: `dm-${m.index}`, wwid: m.wwid, paths: m.paths.map((p) => p.disk!.name) })),
+    loops: kernel.loopDevices(),
+  });
+
+  let stopping: Promise<void> | undefined;
+  const stop = (): Promise<void> => {
+    stopping ??= (async () => {
+      server.close();
+      await kernel.serial(() => kernel.shutdown()).catch((e: Error) => log('error', 'shutdown failed', { error: e.message }));
+      rmSync(kernel.paths.kernelSocket, { force: true });
+      log('info', 'simulated kernel stopped');
+    })();
+    return stopping;
+  };
+
+  const serve = async (sock: Socket, line: string): Promise<void> => {
+    let req: ToolRequest | AdminRequest;
+    try {
+      req = JSON.parse(line) as ToolRequest | AdminRequest;
+    } catch {
+      sock.end(JSON.stringify({ stdout: '', stderr: 'bad request\n', code: 1 }) + '\n');
+      return;
+    }
+    // Control-file writes made before this request was sent are reported by the same or an earlier
+    // poll round: let their callbacks queue their work first, so a request sees their effect.
+    await new Promise((r) => setImmediate(r));
+    let reply: unknown;
+    try {
+      if ('tool' in req) reply = await handleTool(req);
+      else if (req.admin === 'ping') reply = { ok: true };
+      else if (req.admin === 'sessions') reply = await kernel.serial(async () => state());
+      else if (req.admin === 'faults') reply = await kernel.serial(async () => { await kernel.applySessionFaults(); return { ok: true }; });
+      else if (req.admin === 'shutdown') {
+        await stop();
+        reply = { ok: true };
+      } else reply = { error: 'unknown request' };
+    } catch (e) {
+      log('error', 'request failed', { error: (e as Error).stack ?? String(e) });
+      reply = { stdout: '', stderr: `${'tool' in req ? req.tool : 'kernel'}: internal error in the simulated kernel: ${(e as Error).message}\n`, code: 9 };
+    }
+    sock.end(JSON.stringify(reply) + '\n');
+    if ('admin' in req && req.admin === 'shutdown') setImmediate(() => process.exit(0));
+  };
+
+  const server = createServer((sock) => {
+    let buf = '';
+    sock.setEncoding('utf8');
+    sock.on('error', () => undefined);
+    sock.on('data', (d: string) => {
+      buf += d;
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) {
+        const line = buf.slice(0, nl);
+        buf = '';
+        void serve(sock, line);
+      }
+    });
+  });
+  rmSync(kernel.paths.kernelSocket, { force: true });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(kernel.paths.kernelSocket, resolve);
+  });
+
+  const exitAfterStop = (): void => {
+    void stop().finally(() => process.exit(0));
+  };
+  process.on('SIGTERM', exitAfterStop);
+  process.on('SIGINT', exitAfterStop);
+  // the parent holds our stdin open; when it dies, clean up and go
+  process.stdin.on('end', exitAfterStop);
+  process.stdin.on('close', exitAfterStop);
+  process.stdin.resume();
+  process.stdout.write(JSON.stringify({ ready: true, pid: process.pid }) + '\n');
+}
+
+main().catch((e: Error) => {
+  process.stderr.write(`sim-kernel: ${e.stack ?? e.message}\n`);
+  process.exit(1);
+});

@@ -1,0 +1,807 @@
+// The simulated kernel iSCSI initiator: the single owner of the simulated state under R (sysfs,
+// /dev, loop devices, dm maps). It runs in one process (kernel-main.ts) and does one thing at a
+// time (a promise chain), so concurrent fake-iscsiadm calls and control-file writes never race.
+//
+// What a login produces (open-iscsi.md §4): a SCSI host and session with their class links,
+// a connection, and per node.session.scan the LUNs' SCSI devices; a disk LUN's block device is the
+// LUN's backing file (found through `tgtadm --op show` on the tgtd serving the portal) on ONE shared
+// loop device, with a real device node made by mknod and the udev-style /dev/disk links.
+import { lookup } from 'node:dns/promises';
+import { mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import { parseTgtTargets, type TgtLun, type TgtTarget } from '../../src/host/tgtadm.js';
+import { readFaults, type Faults } from './faults.js';
+import { IscsiDb, nodeIdOf, type NodeId } from './iscsi-db.js';
+import { loginCheck, type Chap, type LoginFailure } from './libiscsi.js';
+import { readMountInfo } from './mountinfo.js';
+import { simPaths, type SimPaths } from './paths.js';
+import type { Rec } from './records.js';
+import {
+  ControlFifo, NodePool, execTool, mustExec, relLink, removeLinkIfTo, writeAttrs,
+} from './sysfs.js';
+
+export type LogFn = (level: 'debug' | 'info' | 'warn' | 'error', msg: string, extra?: Record<string, unknown>) => void;
+
+export interface KernelOptions {
+  root: string;
+  multipath: boolean;
+  /** control ports (`tgtadm -C N`) of the tgtds whose portals this host logs into */
+  tgtdControlPorts: number[];
+  log: LogFn;
+}
+
+const SECTOR = 512;
+const FIRST_HOST_NO = 2; // host0/host1 are usually the local disk controllers on a real node
+const TGT_VENDOR = 'IET';
+const TGT_REV = '0001';
+const SCSI_TYPE: Record<string, number> = { disk: 0, tape: 1, 'cd/dvd': 5, changer: 8, controller: 12 };
+const TGT_PRODUCT: Record<string, string> = { disk: 'VIRTUAL-DISK', controller: 'Controller', 'cd/dvd': 'VIRTUAL-CDROM', tape: 'VIRTUAL-TAPE', changer: 'VIRTUAL-CHANGER' };
+const TGTD_SOCKET_DIR = '/var/run/tgtd';
+const LOOP_MAJOR = 7;
+/** tmpfs sources of the simulated sysfs and /dev, as they show in mountinfo */
+export const SYSFS_SOURCE = 'sim-sysfs';
+export const DEVTMPFS_SOURCE = 'sim-devtmpfs';
+
+export interface Loop {
+  device: string; // /dev/loopN
+  name: string; // loopN
+  major: number;
+  minor: number;
+  backing: string;
+  refs: number;
+}
+
+export interface Disk {
+  name: string; // sdX
+  loop: Loop;
+  sectors: number;
+  readonly: boolean;
+  blockDir: string;
+}
+
+export interface ScsiDevice {
+  session: Session;
+  lun: number;
+  hctl: string;
+  dir: string;
+  type: number;
+  vendor: string;
+  model: string;
+  /** 32 hex digits of the NAA-6 designator tgt reports (sysfs wwid = naa.<hex>, multipath WWID = 3<hex>) */
+  naa: string;
+  state: string;
+  disk?: Disk;
+  fifos: ControlFifo[];
+}
+
+export interface Session {
+  sid: number;
+  host: number;
+  target: string;
+  tpgt: number;
+  address: string; // current (resolved) address
+  port: number;
+  persistentAddress: string; // as in the record
+  persistentPort: number;
+  iface: string;
+  transport: string;
+  initiatorName: string;
+  node: NodeId;
+  chapUsername: string;
+  chapUsernameIn: string;
+  recoveryTmo: number;
+  abortTmo: number;
+  luResetTmo: number;
+  tgtResetTmo: number;
+  state: 'LOGGED_IN' | 'FAILED';
+  tgtdControl?: number;
+  hostDir: string;
+  sessionDir: string;
+  devices: Map<number, ScsiDevice>;
+  scanFifo?: ControlFifo;
+}
+
+export interface DmMap {
+  index: number;
+  name: string;
+  /** multipath WWID: "3" + NAA hex */
+  wwid: string;
+  naa: string;
+  loop: Loop;
+  sectors: number;
+  dir: string;
+  paths: ScsiDevice[];
+}
+
+export type LoginResult = { ok: true; session: Session } | { ok: false; code: number; failure: LoginFailure; message: string };
+
+export interface SessionSummary {
+  sid: number;
+  host: number;
+  target: string;
+  portal: string;
+  iface: string;
+  initiatorName: string;
+  state: string;
+  devices: { lun: number; hctl: string; name?: string; loop?: string; dm?: string; sizeBytes?: number }[];
+}
+
+/** tgt's NAA-6 designator: tgt reads its SCSI ID string as hex digits, one per character, non-hex = 0. */
+export function tgtNaa(scsiId: string): string {
+  let v = 0n;
+  const mask = (1n << 128n) - 1n;
+  for (const ch of scsiId) {
+    const d = /[0-9a-f]/i.test(ch) ? BigInt(parseInt(ch, 16)) : 0n;
+    v = ((v << 4n) | d) & mask;
+  }
+  v = (v & ~(0xfn << 124n)) | (0x6n << 124n);
+  return v.toString(16).padStart(32, '0');
+}
+
+/** sd naming: 0 → sda, 25 → sdz, 26 → sdaa. */
+export function sdName(index: number): string {
+  let name = '';
+  let i = index;
+  do {
+    name = String.fromCharCode(97 + (i % 26)) + name;
+    i = Math.floor(i / 26) - 1;
+  } while (i >= 0);
+  return `sd${name}`;
+}
+
+/** user_friendly_names: mpatha … mpathz, mpathaa … */
+function mpathName(index: number): string {
+  return `mpath${sdName(index).slice(2)}`;
+}
+
+export interface ScanSpec { channel: string; id: string; lun: string }
+
+/**
+ * Parses what was written to `scan`: "C T L" triples ('-' = wildcard). Writes that reach the FIFO
+ * before the kernel reads are concatenated without a separator ("0 0 10 0 2"). Channel and target id
+ * are always a single '0' or '-' for software iSCSI, so a LUN token not followed by two such tokens
+ * (and a full triple) has swallowed the next write's channel: its last character is split off.
+ */
+export function parseScanWrites(text: string): ScanSpec[] {
+  const tokens = text.split(/\s+/).filter(Boolean);
+  const single = (s: string | undefined): boolean => s === '0' || s === '-';
+  const lunRe = /^(\d+|-)$/;
+  const out: ScanSpec[] = [];
+  let i = 0;
+  while (i + 2 < tokens.length) {
+    const channel = tokens[i]!;
+    const id = tokens[i + 1]!;
+    let lun = tokens[i + 2]!;
+    i += 3;
+    const rest = tokens.length - i;
+    const separate = rest === 0 || (rest >= 3 && single(tokens[i]) && single(tokens[i + 1]) && lunRe.test(lun));
+    if (!separate && lun.length > 1 && /[0-]$/.test(lun)) {
+      tokens[--i] = lun.slice(-1);
+      lun = lun.slice(0, -1);
+    }
+    if (single(channel) && single(id) && lunRe.test(lun)) out.push({ channel, id, lun });
+  }
+  return out;
+}
+
+export class SimKernel {
+  readonly paths: SimPaths;
+  readonly db: IscsiDb;
+  readonly multipath: boolean;
+  private readonly log: LogFn;
+  private queue: Promise<unknown> = Promise.resolve();
+  private nextHost = FIRST_HOST_NO;
+  private nextSid = 1;
+  readonly sessions = new Map<number, Session>();
+  private readonly loops = new Map<string, Loop>();
+  readonly maps = new Map<string, DmMap>();
+  private readonly aliases = new Map<string, string>();
+  private readonly tgtdPorts: number[];
+  private readonly portalTgtd = new Map<string, number>();
+  private pool!: NodePool;
+
+  constructor(opts: KernelOptions) {
+    this.paths = simPaths(opts.root);
+    this.db = new IscsiDb(this.paths);
+    this.multipath = opts.multipath;
+    this.log = opts.log;
+    this.tgtdPorts = [...opts.tgtdControlPorts];
+  }
+
+  /** Runs fn after every earlier operation finished: the kernel's one-at-a-time rule. */
+  serial<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  faults(): Faults {
+    return readFaults(this.paths.faults);
+  }
+
+  /**
+   * sysfs and /dev are in-memory file systems on a real node; here they are tmpfs mounts too, which
+   * also makes building a device's tree (dozens of small files and links) cost microseconds, not ms.
+   */
+  async init(): Promise<void> {
+    const sys = this.paths.sys;
+    for (const [dir, source] of [[sys, SYSFS_SOURCE], [this.paths.dev, DEVTMPFS_SOURCE]] as const) {
+      mkdirSync(dir, { recursive: true });
+      if (!readMountInfo().some((m) => m.mountPoint === dir)) await mustExec('mount', ['-t', 'tmpfs', '-o', 'mode=0755,size=64m', source, dir]);
+    }
+    this.pool = new NodePool(join(sys, '.pool'), join(this.paths.dev, '.nodes'), (e) => this.log('warn', 'node pool refill failed', { error: e.message }));
+    this.pool.prefill(LOOP_MAJOR, this.existingLoopMinors());
+    for (const d of [
+      'class/iscsi_host', 'class/iscsi_session', 'class/iscsi_connection', 'class/scsi_host', 'class/scsi_device',
+      'class/scsi_disk', 'class/block', 'block', 'bus/scsi/devices', 'devices/platform', 'devices/virtual/block', 'dev/block',
+    ]) mkdirSync(join(sys, d), { recursive: true });
+    writeAttrs(join(sys, 'class/iscsi_transport/tcp'), { handle: '18446744072652807296', caps: '0x39' });
+    writeAttrs(join(sys, 'module/scsi_transport_iscsi'), { version: '2.0-870' });
+    for (const d of [this.paths.byPath, this.paths.byId, this.paths.mapper]) mkdirSync(d, { recursive: true });
+    if (this.multipath) {
+      mkdirSync(join(this.paths.root, 'etc/multipath'), { recursive: true });
+      try {
+        for (const line of readFileSync(this.paths.multipathBindings, 'utf8').split('\n')) {
+          const m = /^(\S+)\s+(\S+)$/.exec(line.trim());
+          if (m && !line.startsWith('#')) this.aliases.set(m[2]!, m[1]!);
+        }
+      } catch {
+        // no bindings yet
+      }
+    }
+  }
+
+  private existingLoopMinors(): number[] {
+    try {
+      return readdirSync('/sys/class/block').map((n) => /^loop(\d+)$/.exec(n)?.[1]).filter((x): x is string => !!x).map(Number);
+    } catch {
+      return [];
+    }
+  }
+
+  initiatorName(): string {
+    try {
+      const m = /^InitiatorName=(.+)$/m.exec(readFileSync(this.paths.initiatorNameFile, 'utf8'));
+      return m?.[1]?.trim() ?? '';
+    } catch {
+      return '';
+    }
+  }
+
+  // ---------------------------------------------------------------- tgtd lookup
+
+  private async tgtdPortals(ctl: number): Promise<string[]> {
+    const r = await execTool('tgtadm', ['-C', String(ctl), '--lld', 'iscsi', '--op', 'show', '--mode', 'portal'], 3000);
+    if (r.code !== 0) return [];
+    return r.stdout.split('\n').map((l) => /^Portal: (.+),\d+$/.exec(l.trim())?.[1]).filter((p): p is string => !!p);
+  }
+
+  /** The control port of the tgtd serving addr:port: the configured ones first, then any tgtd on this machine. */
+  async tgtdFor(address: string, port: number): Promise<number | undefined> {
+    const key = `${address}:${port}`;
+    const cached = this.portalTgtd.get(key);
+    if (cached !== undefined) return cached;
+    let others: number[] = [];
+    try {
+      others = readdirSync(TGTD_SOCKET_DIR).map((f) => /^socket\.(\d+)$/.exec(f)?.[1]).filter((x): x is string => !!x).map(Number);
+    } catch {
+      // no tgtd sockets
+    }
+    for (const ctl of [...this.tgtdPorts, ...others.filter((c) => !this.tgtdPorts.includes(c))]) {
+      const portals = await this.tgtdPortals(ctl);
+      if (portals.some((p) => p === key || p === `0.0.0.0:${port}` || p === `[::]:${port}` || p === `[${address}]:${port}`)) {
+        this.portalTgtd.set(key, ctl);
+        return ctl;
+      }
+    }
+    return undefined;
+  }
+
+  /** The target as tgtd shows it; undefined when tgtd has no such target, null when tgtd did not answer. */
+  private async tgtTarget(ctl: number, iqn: string): Promise<TgtTarget | undefined | null> {
+    const r = await execTool('tgtadm', ['-C', String(ctl), '--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
+    if (r.code !== 0) {
+      this.log('warn', 'tgtadm show failed', { ctl, stderr: r.stderr.trim() });
+      return null;
+    }
+    return parseTgtTargets(r.stdout).find((t) => t.name === iqn);
+  }
+
+  // ---------------------------------------------------------------- login / logout
+
+  findSession(node: NodeId): Session | undefined {
+    for (const s of this.sessions.values()) {
+      if (s.target === node.target && s.persistentAddress === node.address && s.persistentPort === node.port && s.iface === node.iface) return s;
+    }
+    return undefined;
+  }
+
+  private portalDown(address: string, port: number): boolean {
+    return (this.faults().portalDown ?? []).includes(`${address}:${port}`);
+  }
+
+  /** Logs in per a node record, like iscsid; the caller has checked for an existing session. */
+  async login(rec: Rec): Promise<LoginResult> {
+    const node = nodeIdOf(rec);
+    const iface = this.db.readIface(node.iface);
+    const initiatorName = rec['iface.initiatorname'] || iface?.['iface.initiatorname'] || this.initiatorName();
+    if (this.portalDown(node.address, node.port)) {
+      return { ok: false, code: 8, failure: 'connect', message: `fault: portal ${node.address}:${node.port} down` };
+    }
+    const chap: Chap = {
+      username: rec['node.session.auth.username'] ?? '',
+      password: rec['node.session.auth.password'] ?? '',
+      usernameIn: rec['node.session.auth.username_in'] ?? '',
+      passwordIn: rec['node.session.auth.password_in'] ?? '',
+    };
+    const address = isIP(node.address) ? node.address : (await lookup(node.address).catch(() => ({ address: node.address }))).address;
+    const check = await loginCheck(address, node.port, node.target, initiatorName, chap);
+    if (!check.ok) {
+      const code = check.failure === 'auth' ? 24 : check.failure === 'fatal' ? 19 : 8;
+      return { ok: false, code, failure: check.failure, message: check.message };
+    }
+    const session = await this.createSession(rec, node, address, initiatorName, iface?.['iface.transport_name'] || 'tcp');
+    if ((rec['node.session.scan'] ?? 'auto') !== 'manual') await this.scan(session, { channel: '-', id: '-', lun: '-' });
+    return { ok: true, session };
+  }
+
+  private async createSession(rec: Rec, node: NodeId, address: string, initiatorName: string, transport: string): Promise<Session> {
+    const host = this.nextHost++;
+    const sid = this.nextSid++;
+    const sys = this.paths.sys;
+    const hostDir = join(sys, 'devices/platform', `host${host}`);
+    const sessionDir = join(hostDir, `session${sid}`);
+    const session: Session = {
+      sid, host, target: node.target, tpgt: node.tpgt >= 0 ? node.tpgt : 1, address, port: node.port,
+      persistentAddress: node.address, persistentPort: node.port, iface: node.iface, transport, initiatorName, node,
+      chapUsername: rec['node.session.auth.username'] ?? '', chapUsernameIn: rec['node.session.auth.username_in'] ?? '',
+      recoveryTmo: Number(rec['node.session.timeo.replacement_timeout'] ?? 120),
+      abortTmo: Number(rec['node.session.err_timeo.abort_timeout'] ?? 15),
+      luResetTmo: Number(rec['node.session.err_timeo.lu_reset_timeout'] ?? 30),
+      tgtResetTmo: Number(rec['node.session.err_timeo.tgt_reset_timeout'] ?? 30),
+      state: 'LOGGED_IN', hostDir, sessionDir, devices: new Map(),
+    };
+    session.tgtdControl = await this.tgtdFor(address, node.port);
+    if (session.tgtdControl === undefined) this.log('warn', 'no tgtd known for portal; LUNs will not get devices', { portal: `${address}:${node.port}` });
+
+    const iscsiHostDir = join(hostDir, 'iscsi_host', `host${host}`);
+    writeAttrs(iscsiHostDir, { netdev: '(null)', hwaddress: '(null)', ipaddress: address.includes(':') ? '::1' : '127.0.0.1', initiatorname: initiatorName });
+    relLink(hostDir, join(iscsiHostDir, 'device'));
+    const scsiHostDir = join(hostDir, 'scsi_host', `host${host}`);
+    writeAttrs(scsiHostDir, {
+      state: 'running', proc_name: `iscsi_${transport}`, unique_id: host, can_queue: 128, cmd_per_lun: 128,
+      host_busy: 0, active_mode: 'Initiator', supported_mode: 'Initiator', sg_tablesize: 4096,
+    });
+    relLink(hostDir, join(scsiHostDir, 'device'));
+    const scanPath = join(scsiHostDir, 'scan');
+    await this.pool.fifos([scanPath]);
+    session.scanFifo = new ControlFifo(scanPath, (text) => this.onScanWrite(session, text));
+
+    const iscsiSessionDir = join(sessionDir, 'iscsi_session', `session${sid}`);
+    writeAttrs(iscsiSessionDir, {
+      targetname: node.target, tpgt: session.tpgt, state: 'LOGGED_IN', target_state: 'ALLOCATED',
+      recovery_tmo: session.recoveryTmo < 0 ? 'off' : session.recoveryTmo, creator: process.pid, target_id: 0,
+      initiatorname: initiatorName, ifacename: node.iface, username: session.chapUsername || '(null)',
+      username_in: session.chapUsernameIn || '(null)', abort_tmo: session.abortTmo, lu_reset_tmo: session.luResetTmo,
+      tgt_reset_tmo: session.tgtResetTmo, isid: `00023d0000${sid.toString(16).padStart(2, '0').slice(-2)}`,
+      tsid: sid, erl: 0, fast_abort: 1, initial_r2t: 0, immediate_data: 1, data_pdu_in_order: 1, data_seq_in_order: 1,
+      first_burst_len: 65536, max_burst_len: 262144, max_outstanding_r2t: 1, targetalias: '(null)',
+    });
+    relLink(sessionDir, join(iscsiSessionDir, 'device'));
+    const connDir = join(sessionDir, `connection${sid}:0`, 'iscsi_connection', `connection${sid}:0`);
+    writeAttrs(connDir, {
+      address, port: node.port, persistent_address: node.address, persistent_port: node.port, state: 'up',
+      local_port: 40000 + sid, max_recv_dlength: 262144, max_xmit_dlength: 65536, header_digest: 0, data_digest: 0,
+      ifmarker: 0, ofmarker: 0, exp_statsn: 1, ping_tmo: 5, recv_tmo: 5,
+    });
+    relLink(join(sessionDir, `connection${sid}:0`), join(connDir, 'device'));
+
+    relLink(iscsiHostDir, join(sys, 'class/iscsi_host', `host${host}`));
+    relLink(scsiHostDir, join(sys, 'class/scsi_host', `host${host}`));
+    relLink(iscsiSessionDir, join(sys, 'class/iscsi_session', `session${sid}`));
+    relLink(connDir, join(sys, 'class/iscsi_connection', `connection${sid}:0`));
+    relLink(hostDir, join(sys, 'bus/scsi/devices', `host${host}`));
+    this.sessions.set(sid, session);
+    this.log('info', 'session logged in', { sid, host, target: node.target, portal: `${node.address}:${node.port}`, iface: node.iface });
+    return session;
+  }
+
+  async logout(session: Session): Promise<void> {
+    for (const dev of [...session.devices.values()]) await this.removeDevice(dev);
+    session.scanFifo?.close();
+    const sys = this.paths.sys;
+    rmSync(join(sys, 'class/iscsi_host', `host${session.host}`), { force: true });
+    rmSync(join(sys, 'class/scsi_host', `host${session.host}`), { force: true });
+    rmSync(join(sys, 'class/iscsi_session', `session${session.sid}`), { force: true });
+    rmSync(join(sys, 'class/iscsi_connection', `connection${session.sid}:0`), { force: true });
+    rmSync(join(sys, 'bus/scsi/devices', `host${session.host}`), { force: true });
+    rmSync(session.hostDir, { recursive: true, force: true });
+    this.sessions.delete(session.sid);
+    this.log('info', 'session logged out', { sid: session.sid, target: session.target });
+  }
+
+  /** portalDown turns the sessions to that portal FAILED (and back), as when a target goes away. */
+  async applySessionFaults(): Promise<void> {
+    for (const s of this.sessions.values()) {
+      const state = this.portalDown(s.persistentAddress, s.persistentPort) ? 'FAILED' : 'LOGGED_IN';
+      if (state === s.state) continue;
+      s.state = state;
+      writeFileSync(join(s.sessionDir, 'iscsi_session', `session${s.sid}`, 'state'), `${state}\n`);
+      writeFileSync(join(s.sessionDir, `connection${s.sid}:0`, 'iscsi_connection', `connection${s.sid}:0`, 'state'), state === 'FAILED' ? 'failed\n' : 'up\n');
+      for (const d of s.devices.values()) {
+        d.state = state === 'FAILED' ? 'blocked' : 'running';
+        try { writeFileSync(join(d.dir, 'state'), `${d.state}\n`); } catch { /* gone */ }
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- scanning and SCSI devices
+
+  private onScanWrite(session: Session, text: string): void {
+    const specs = parseScanWrites(text);
+    if (!specs.length) this.log('warn', 'malformed scan write ignored', { host: session.host, text });
+    for (const spec of specs) {
+      void this.serial(async () => {
+        if (!this.sessions.has(session.sid)) return;
+        await this.scan(session, spec);
+      }).catch((e: Error) => this.log('error', 'scan failed', { host: session.host, error: e.message }));
+    }
+  }
+
+  /** iscsi_user_scan: only LOGGED_IN sessions, channel 0 / target id 0 (or wildcards). */
+  async scan(session: Session, spec: ScanSpec): Promise<void> {
+    if (session.state !== 'LOGGED_IN') return;
+    if (!(spec.channel === '-' || spec.channel === '0') || !(spec.id === '-' || spec.id === '0')) return;
+    if (session.tgtdControl === undefined) session.tgtdControl = await this.tgtdFor(session.address, session.port);
+    if (session.tgtdControl === undefined) return;
+    const started = performance.now();
+    let target = await this.tgtTarget(session.tgtdControl, session.target);
+    if (target === null) {
+      // that tgtd is gone (e.g. restarted with another control port): look the portal up again
+      for (const [k, v] of this.portalTgtd) if (v === session.tgtdControl) this.portalTgtd.delete(k);
+      session.tgtdControl = await this.tgtdFor(session.address, session.port);
+      if (session.tgtdControl !== undefined) target = await this.tgtTarget(session.tgtdControl, session.target);
+    }
+    if (!target) return;
+    const shown = performance.now();
+    const wanted = spec.lun === '-' ? target.luns : target.luns.filter((l) => String(l.lun) === String(Number(spec.lun)));
+    const noDevice = this.faults().noDevice ?? [];
+    for (const lun of wanted) {
+      if (session.devices.has(lun.lun)) continue;
+      if (noDevice.some((f) => f.iqn === session.target && f.lun === lun.lun)) {
+        this.log('info', 'fault noDevice: LUN scanned without a device', { target: session.target, lun: lun.lun });
+        continue;
+      }
+      await this.addDevice(session, lun);
+    }
+    this.log('debug', 'scan done', { host: session.host, lun: spec.lun, tgtadmMs: Math.round(shown - started), totalMs: Math.round(performance.now() - started) });
+    try { writeFileSync(join(session.sessionDir, 'iscsi_session', `session${session.sid}`, 'target_state'), 'SCANNED\n'); } catch { /* gone */ }
+  }
+
+  private async addDevice(session: Session, lun: TgtLun): Promise<void> {
+    const hctl = `${session.host}:0:0:${lun.lun}`;
+    const targetDir = join(session.sessionDir, `target${session.host}:0:0`);
+    const dir = join(targetDir, hctl);
+    const type = SCSI_TYPE[lun.type] ?? 0x1f;
+    const dev: ScsiDevice = {
+      session, lun: lun.lun, hctl, dir, type, vendor: TGT_VENDOR.padEnd(8), model: (TGT_PRODUCT[lun.type] ?? 'VIRTUAL-DISK').padEnd(16),
+      naa: tgtNaa(lun.scsiId), state: 'running', fifos: [],
+    };
+    // the spawns (losetup, mkfifo, mknod) overlap; the sysfs writes in between are synchronous
+    const loopPromise = type === 0 && lun.backingStorePath ? this.loopFor(lun.backingStorePath, lun.readonly) : undefined;
+    const deletePath = join(dir, 'delete');
+    const rescanPath = join(dir, 'rescan');
+    mkdirSync(dir, { recursive: true });
+    const fifosMade = this.pool.fifos([deletePath, rescanPath]);
+    writeAttrs(dir, {
+      vendor: dev.vendor, model: dev.model, rev: TGT_REV, type, scsi_level: 6, state: 'running', timeout: 30,
+      eh_timeout: 10, queue_depth: 32, device_blocked: 0, iocounterbits: 32, wwid: `naa.${dev.naa}`,
+    });
+    const sys = this.paths.sys;
+    relLink(dir, join(dir, 'scsi_device', hctl, 'device'));
+    relLink(join(dir, 'scsi_device', hctl), join(sys, 'class/scsi_device', hctl));
+    relLink(dir, join(sys, 'bus/scsi/devices', hctl));
+    let loop: Loop | undefined;
+    try {
+      [loop] = await Promise.all([loopPromise, fifosMade]);
+    } catch (e) {
+      if (loopPromise) await loopPromise.then((l) => this.releaseLoop(l), () => undefined);
+      rmSync(dir, { recursive: true, force: true });
+      throw e;
+    }
+    dev.fifos.push(new ControlFifo(deletePath, () => this.onDeviceWrite(dev, 'delete')));
+    dev.fifos.push(new ControlFifo(rescanPath, () => this.onDeviceWrite(dev, 'rescan')));
+    session.devices.set(lun.lun, dev);
+    if (loop) await this.attachDisk(dev, loop, lun.readonly);
+    this.log('info', 'SCSI device added', { hctl, target: session.target, lun: lun.lun, disk: dev.disk?.name });
+  }
+
+  private usedDiskNames(): Set<string> {
+    const used = new Set<string>();
+    for (const s of this.sessions.values()) for (const d of s.devices.values()) if (d.disk) used.add(d.disk.name);
+    return used;
+  }
+
+  private async attachDisk(dev: ScsiDevice, loop: Loop, readonly: boolean): Promise<void> {
+    const used = this.usedDiskNames();
+    let i = 0;
+    while (used.has(sdName(i))) i++;
+    const name = sdName(i);
+    const blockDir = join(dev.dir, 'block', name);
+    const sectors = this.loopSectors(loop);
+    dev.disk = { name, loop, sectors, readonly, blockDir };
+    const nodeMade = this.pool.blockNode(join(this.paths.dev, name), loop.major, loop.minor);
+    writeAttrs(blockDir, {
+      size: sectors, dev: `${loop.major}:${loop.minor}`, ro: readonly ? 1 : 0, removable: 0, range: 16,
+      ext_range: 256, capability: 50, hidden: 0, alignment_offset: 0, discard_alignment: 0,
+    });
+    mkdirSync(join(blockDir, 'holders'));
+    mkdirSync(join(blockDir, 'slaves'));
+    writeAttrs(join(blockDir, 'queue'), {
+      logical_block_size: SECTOR, physical_block_size: SECTOR, hw_sector_size: SECTOR, minimum_io_size: SECTOR,
+      optimal_io_size: 0, rotational: 0, max_sectors_kb: 1280, nr_requests: 64,
+    });
+    relLink(dev.dir, join(blockDir, 'device'));
+    relLink(dev.dir, join(dev.dir, 'scsi_disk', dev.hctl, 'device'));
+    const sys = this.paths.sys;
+    relLink(join(dev.dir, 'scsi_disk', dev.hctl), join(sys, 'class/scsi_disk', dev.hctl));
+    relLink(blockDir, join(sys, 'block', name));
+    relLink(blockDir, join(sys, 'class/block', name));
+    await nodeMade;
+    if (this.multipath) await this.addPathToMap(dev);
+    await this.refreshAliases(dev.naa);
+    // the by-path link comes last: when a waiter sees it, the rest of the device is in place
+    relLink(join(this.paths.dev, name), this.byPathLink(dev));
+  }
+
+  private byPathLink(dev: ScsiDevice): string {
+    const s = dev.session;
+    return join(this.paths.byPath, `ip-${s.persistentAddress}:${s.persistentPort}-iscsi-${s.target}-lun-${dev.lun}`);
+  }
+
+  private loopSectors(loop: Loop): number {
+    return Number(readFileSync(`/sys/class/block/${loop.name}/size`, 'utf8').trim());
+  }
+
+  /** ONE loop device per backing file, shared by every path to the LUN and refcounted. */
+  private async loopFor(backing: string, readonly: boolean): Promise<Loop> {
+    const key = realpathSync(backing);
+    let loop = this.loops.get(key);
+    if (!loop) {
+      const device = (await mustExec('losetup', ['-f', '--show', ...(readonly ? ['-r'] : []), key])).trim();
+      const name = device.replace('/dev/', '');
+      const [major, minor] = readFileSync(`/sys/class/block/${name}/dev`, 'utf8').trim().split(':').map(Number);
+      loop = { device, name, major: major!, minor: minor!, backing: key, refs: 0 };
+      this.loops.set(key, loop);
+      this.log('debug', 'loop attached', { device, backing: key });
+    }
+    loop.refs++;
+    return loop;
+  }
+
+  private async releaseLoop(loop: Loop): Promise<void> {
+    loop.refs--;
+    if (loop.refs > 0) return;
+    this.loops.delete(loop.backing);
+    // still mounted somewhere? -d then only sets autoclear and the kernel detaches on last close
+    const r = await execTool('losetup', ['-d', loop.device]);
+    if (r.code !== 0) this.log('warn', 'losetup -d failed', { device: loop.device, stderr: r.stderr.trim() });
+    else this.log('debug', 'loop detached', { device: loop.device });
+  }
+
+  private onDeviceWrite(dev: ScsiDevice, what: 'delete' | 'rescan'): void {
+    void this.serial(async () => {
+      if (dev.session.devices.get(dev.lun) !== dev) return;
+      if (what === 'delete') await this.removeDevice(dev);
+      else await this.rescanDevice(dev);
+    }).catch((e: Error) => this.log('error', `${what} failed`, { hctl: dev.hctl, error: e.message }));
+  }
+
+  /** `rescan`: re-read the capacity (losetup -c re-reads the backing file's size). */
+  async rescanDevice(dev: ScsiDevice): Promise<void> {
+    if (!dev.disk) return;
+    await mustExec('losetup', ['-c', dev.disk.loop.device]);
+    dev.disk.sectors = this.loopSectors(dev.disk.loop);
+    writeFileSync(join(dev.disk.blockDir, 'size'), `${dev.disk.sectors}\n`);
+    this.log('info', 'SCSI device rescanned', { hctl: dev.hctl, disk: dev.disk.name, sectors: dev.disk.sectors });
+  }
+
+  /** `delete`: the device disappears (sysfs, node, links), its dm path too; the loop is released. */
+  async removeDevice(dev: ScsiDevice): Promise<void> {
+    const s = dev.session;
+    if (s.devices.get(dev.lun) !== dev) return;
+    s.devices.delete(dev.lun);
+    for (const f of dev.fifos) f.close();
+    const sys = this.paths.sys;
+    if (dev.disk) {
+      const { name } = dev.disk;
+      const devNode = join(this.paths.dev, name);
+      const link = this.byPathLink(dev);
+      if (removeLinkIfTo(devNode, link)) {
+        // udev: another device with the same ID_PATH (same portal via another iface) takes the name
+        const other = this.allDevices().find((d) => d.disk && this.byPathLink(d) === link);
+        if (other?.disk) relLink(join(this.paths.dev, other.disk.name), link);
+      }
+      const map = this.maps.get(`3${dev.naa}`);
+      if (map) await this.removePathFromMap(map, dev);
+      rmSync(devNode, { force: true });
+      rmSync(join(sys, 'block', name), { force: true });
+      rmSync(join(sys, 'class/block', name), { force: true });
+      rmSync(join(sys, 'class/scsi_disk', dev.hctl), { force: true });
+    }
+    rmSync(join(sys, 'class/scsi_device', dev.hctl), { force: true });
+    rmSync(join(sys, 'bus/scsi/devices', dev.hctl), { force: true });
+    rmSync(dev.dir, { recursive: true, force: true });
+    if (s.devices.size === 0) rmSync(join(s.sessionDir, `target${s.host}:0:0`), { recursive: true, force: true });
+    if (dev.disk) {
+      await this.refreshAliases(dev.naa);
+      await this.releaseLoop(dev.disk.loop);
+    }
+    this.log('info', 'SCSI device removed', { hctl: dev.hctl, disk: dev.disk?.name });
+  }
+
+  allDevices(): ScsiDevice[] {
+    return [...this.sessions.values()].flatMap((s) => [...s.devices.values()]);
+  }
+
+  /**
+   * udev-style links that follow the top of the stack: by-id (scsi-3<naa>, wwn-0x<naa>) and
+   * /sys/dev/block/<maj:min> point to the dm map when there is one, else to the first path.
+   */
+  private async refreshAliases(naa: string): Promise<void> {
+    const map = this.maps.get(`3${naa}`);
+    const paths = this.allDevices().filter((d) => d.disk && d.naa === naa).sort((a, b) => a.disk!.name.localeCompare(b.disk!.name));
+    const top = map ? `dm-${map.index}` : paths[0]?.disk?.name;
+    const ids = [join(this.paths.byId, `scsi-3${naa}`), join(this.paths.byId, `wwn-0x${naa}`)];
+    const loop = map?.loop ?? paths[0]?.disk?.loop;
+    if (!top) {
+      for (const l of ids) rmSync(l, { force: true });
+      return;
+    }
+    for (const l of ids) relLink(join(this.paths.dev, top), l);
+    if (loop) {
+      const sysTarget = map ? map.dir : paths[0]!.disk!.blockDir;
+      relLink(sysTarget, join(this.paths.sys, 'dev/block', `${loop.major}:${loop.minor}`));
+    }
+  }
+
+  // ---------------------------------------------------------------- device-mapper multipath
+
+  private aliasFor(wwid: string): string {
+    let alias = this.aliases.get(wwid);
+    if (!alias) {
+      const taken = new Set(this.aliases.values());
+      let i = 0;
+      while (taken.has(mpathName(i))) i++;
+      alias = mpathName(i);
+      this.aliases.set(wwid, alias);
+      const text = ['# Multipath bindings, Version : 1.0', ...[...this.aliases].map(([w, a]) => `${a} ${w}`)].join('\n') + '\n';
+      try { writeFileSync(this.paths.multipathBindings, text); } catch { /* best effort */ }
+    }
+    return alias;
+  }
+
+  private async addPathToMap(dev: ScsiDevice): Promise<void> {
+    const wwid = `3${dev.naa}`;
+    let map = this.maps.get(wwid);
+    if (!map) {
+      const used = new Set([...this.maps.values()].map((m) => m.index));
+      let index = 0;
+      while (used.has(index)) index++;
+      const name = this.aliasFor(wwid);
+      const dir = join(this.paths.sys, 'devices/virtual/block', `dm-${index}`);
+      map = { index, name, wwid, naa: dev.naa, loop: dev.disk!.loop, sectors: dev.disk!.sectors, dir, paths: [] };
+      writeAttrs(dir, { size: map.sectors, dev: `${map.loop.major}:${map.loop.minor}`, ro: dev.disk!.readonly ? 1 : 0, removable: 0, range: 1, ext_range: 1, capability: 10, hidden: 0 });
+      writeAttrs(join(dir, 'dm'), { name, uuid: `mpath-${wwid}`, suspended: 0, use_blk_mq: 1 });
+      mkdirSync(join(dir, 'slaves'));
+      mkdirSync(join(dir, 'holders'));
+      writeAttrs(join(dir, 'queue'), { logical_block_size: SECTOR, physical_block_size: SECTOR, hw_sector_size: SECTOR, rotational: 0 });
+      relLink(dir, join(this.paths.sys, 'block', `dm-${index}`));
+      relLink(dir, join(this.paths.sys, 'class/block', `dm-${index}`));
+      const node = join(this.paths.dev, `dm-${index}`);
+      await this.pool.blockNode(node, map.loop.major, map.loop.minor);
+      relLink(node, join(this.paths.mapper, name));
+      relLink(node, join(this.paths.byId, `dm-name-${name}`));
+      relLink(node, join(this.paths.byId, `dm-uuid-mpath-${wwid}`));
+      this.maps.set(wwid, map);
+      this.log('info', 'multipath map created', { name, dm: `dm-${index}`, wwid });
+    }
+    map.paths.push(dev);
+    relLink(dev.disk!.blockDir, join(map.dir, 'slaves', dev.disk!.name));
+    relLink(map.dir, join(dev.disk!.blockDir, 'holders', `dm-${map.index}`));
+  }
+
+  private async removePathFromMap(map: DmMap, dev: ScsiDevice): Promise<void> {
+    map.paths = map.paths.filter((p) => p !== dev);
+    rmSync(join(map.dir, 'slaves', dev.disk!.name), { force: true });
+    rmSync(join(dev.disk!.blockDir, 'holders', `dm-${map.index}`), { force: true });
+    // multipathd flushes a map whose last path went away
+    if (map.paths.length === 0) await this.removeMap(map);
+  }
+
+  async removeMap(map: DmMap): Promise<void> {
+    for (const p of map.paths) if (p.disk) rmSync(join(p.disk.blockDir, 'holders', `dm-${map.index}`), { force: true });
+    map.paths = [];
+    this.maps.delete(map.wwid);
+    const node = join(this.paths.dev, `dm-${map.index}`);
+    rmSync(join(this.paths.mapper, map.name), { force: true });
+    rmSync(join(this.paths.byId, `dm-name-${map.name}`), { force: true });
+    rmSync(join(this.paths.byId, `dm-uuid-mpath-${map.wwid}`), { force: true });
+    rmSync(node, { force: true });
+    rmSync(join(this.paths.sys, 'block', `dm-${map.index}`), { force: true });
+    rmSync(join(this.paths.sys, 'class/block', `dm-${map.index}`), { force: true });
+    rmSync(map.dir, { recursive: true, force: true });
+    await this.refreshAliases(map.naa);
+    this.log('info', 'multipath map removed', { name: map.name, dm: `dm-${map.index}` });
+  }
+
+  /** Open count stand-in: the map (its node or /dev/mapper name) is mounted or bind-mounted somewhere. */
+  mapInUse(map: DmMap): boolean {
+    const node = join(this.paths.dev, `dm-${map.index}`);
+    const mapper = join(this.paths.mapper, map.name);
+    return readMountInfo().some((m) =>
+      m.source === node || m.source === mapper ||
+      ((m.root.endsWith(`/dm-${map.index}`) && node.endsWith(m.root)) || (m.root.endsWith(`/${map.name}`) && mapper.endsWith(m.root))));
+  }
+
+  /** multipathd resize: the map takes the size its paths report (after their rescan). */
+  async resizeMap(map: DmMap): Promise<boolean> {
+    const sizes = new Set(map.paths.map((p) => p.disk!.sectors));
+    if (sizes.size !== 1) return false;
+    map.sectors = [...sizes][0]!;
+    writeFileSync(join(map.dir, 'size'), `${map.sectors}\n`);
+    return true;
+  }
+
+  findMap(arg: string): DmMap | undefined {
+    const name = arg.replace(/^\/dev\/mapper\//, '').replace(/^.*\/mapper\//, '');
+    const dm = /(?:^|\/)dm-(\d+)$/.exec(arg);
+    for (const m of this.maps.values()) {
+      if (m.name === name || m.wwid === arg || (dm && m.index === Number(dm[1]))) return m;
+    }
+    return undefined;
+  }
+
+  // ---------------------------------------------------------------- views and teardown
+
+  summaries(): SessionSummary[] {
+    return [...this.sessions.values()].map((s) => ({
+      sid: s.sid, host: s.host, target: s.target, portal: `${s.persistentAddress}:${s.persistentPort}`, iface: s.iface,
+      initiatorName: s.initiatorName, state: s.state,
+      devices: [...s.devices.values()].sort((a, b) => a.lun - b.lun).map((d) => {
+        const map = this.maps.get(`3${d.naa}`);
+        return {
+          lun: d.lun, hctl: d.hctl,
+          ...(d.disk ? { name: d.disk.name, loop: d.disk.loop.device, sizeBytes: d.disk.sectors * SECTOR } : {}),
+          ...(map && d.disk ? { dm: `dm-${map.index}` } : {}),
+        };
+      }),
+    }));
+  }
+
+  loopDevices(): string[] {
+    return [...this.loops.values()].map((l) => l.device);
+  }
+
+  /** Logs out every session (devices, dm maps and loops go with them). */
+  async shutdown(): Promise<void> {
+    for (const s of [...this.sessions.values()]) {
+      try {
+        await this.logout(s);
+      } catch (e) {
+        this.log('error', 'logout during shutdown failed', { sid: s.sid, error: (e as Error).message });
+      }
+    }
+    for (const m of [...this.maps.values()]) await this.removeMap(m).catch(() => undefined);
+    for (const l of [...this.loops.values()]) {
+      l.refs = 1;
+      await this.releaseLoop(l);
+    }
+    for (const dir of [this.paths.dev, this.paths.sys]) {
+      if (!readMountInfo().some((m) => m.mountPoint === dir)) continue;
+      const r = await execTool('umount', [dir]);
+      if (r.code !== 0) await execTool('umount', ['-l', dir]);
+    }
+  }
+}

@@ -1,0 +1,53 @@
+// Where the simulated host keeps things under its root R (see design.md, "The simulated host").
+import { join } from 'node:path';
+
+export interface SimPaths {
+  root: string;
+  sys: string;
+  dev: string;
+  byPath: string;
+  byId: string;
+  mapper: string;
+  etcIscsi: string;
+  initiatorNameFile: string;
+  iscsidConf: string;
+  /** open-iscsi DBROOT (meson default /var/lib/iscsi) */
+  db: string;
+  nodes: string;
+  sendTargets: string;
+  ifaces: string;
+  run: string;
+  kernelSocket: string;
+  bin: string;
+  backing: string;
+  faults: string;
+  multipathBindings: string;
+}
+
+export function simPaths(root: string): SimPaths {
+  const dev = join(root, 'dev');
+  const etcIscsi = join(root, 'etc/iscsi');
+  const db = join(root, 'var/lib/iscsi');
+  const run = join(root, 'run');
+  return {
+    root,
+    sys: join(root, 'sys'),
+    dev,
+    byPath: join(dev, 'disk/by-path'),
+    byId: join(dev, 'disk/by-id'),
+    mapper: join(dev, 'mapper'),
+    etcIscsi,
+    initiatorNameFile: join(etcIscsi, 'initiatorname.iscsi'),
+    iscsidConf: join(etcIscsi, 'iscsid.conf'),
+    db,
+    nodes: join(db, 'nodes'),
+    sendTargets: join(db, 'send_targets'),
+    ifaces: join(db, 'ifaces'),
+    run,
+    kernelSocket: join(run, 'kernel.sock'),
+    bin: join(root, 'bin'),
+    backing: join(root, 'backing'),
+    faults: join(root, 'faults.json'),
+    multipathBindings: join(root, 'etc/multipath/bindings'),
+  };
+}
