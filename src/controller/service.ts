@@ -2,6 +2,7 @@
 // checks, so a missing field is INVALID_ARGUMENT even for an unknown volume), translates it into a
 // call on the configured backend, and builds the reply. Per-volume serialisation of concurrent calls
 // is the server's operation guard plus the backend's locks.
+import { parseTargetSpec } from '../node/request.js';
 import type { Config } from '../config.js';
 import type {
   ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetCapabilitiesResponse,
@@ -71,6 +72,11 @@ function toVolume(rec: VolumeRecord): Volume {
   return { capacity_bytes: rec.capacityBytes, volume_id: rec.id, volume_context: rec.context, content_source: null, accessible_topology: [] };
 }
 
+/** volume_context of a pre-provisioned (static) PV, with the in-tree keys. */
+function isStaticVolumeContext(context: StringMap): boolean {
+  return !!context.iqn && context.lun !== undefined && context.lun !== '' && !!(context.targetPortal || context.portals);
+}
+
 export function createControllerService(deps: ControllerDeps): ControllerService {
   const backend = deps.backend ?? createBackend(deps);
   const cfg = deps.cfg;
@@ -135,7 +141,16 @@ export function createControllerService(deps: ControllerDeps): ControllerService
       const id = requireVolumeId(req.volume_id);
       if (!req.node_id) throw new InvalidArgument('node_id is required');
       const cap = parseCapability(req.volume_capability);
-      mustFind(id);
+      if (!find(id)) {
+        // A static PV (volumeAttributes naming a LUN on a SAN this controller does not manage) is attached
+        // by external-attacher too: nothing to mask here, the SAN's ACLs apply; the node logs in from the
+        // volume context. Without such a context the volume is unknown.
+        if (isStaticVolumeContext(req.volume_context ?? {})) {
+          parseTargetSpec(req.volume_context, {}, cfg.node.defaultIface);
+          return { publish_context: {} };
+        }
+        mustFind(id);
+      }
       let initiator: string;
       try {
         initiator = parseInitiatorName(req.node_id);

@@ -1,0 +1,36 @@
+# One image for both halves of the driver: `--mode controller` (Deployment) and `--mode node`
+# (DaemonSet); see deploy/. Build: docker build -t <registry>/iscsi-csi:<package.json version> .
+
+# ---- build: compile the TypeScript sources to dist/ ------------------------------------------------
+FROM node:20-bookworm-slim AS build
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+RUN npx tsc -p tsconfig.json
+
+# ---- runtime ---------------------------------------------------------------------------------------
+FROM node:20-bookworm-slim
+# The filesystem tools the node plugin runs inside the container (deploy/config-node.yaml gives them
+# `prefix: []`): blkid, blockdev, fsck (util-linux), mount, umount (mount), mkfs.ext4/ext3, resize2fs
+# (e2fsprogs), mkfs.xfs, xfs_growfs (xfsprogs), mkfs.btrfs, btrfs (btrfs-progs); nsenter (util-linux)
+# reaches the host's tools. No open-iscsi on purpose: only one iscsid may run per node (its netlink
+# socket is not namespaced), and an iscsiadm from the image would not match the host's iscsid and node
+# database, so iscsiadm, multipath and multipathd are always the host's, run through commandPrefix.
+# Unpinned on purpose: bookworm's stable versions, with its security updates at every rebuild.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+      util-linux mount e2fsprogs xfsprogs btrfs-progs \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY proto ./proto
+COPY --from=build /src/dist ./dist
+# Runs as root: the node plugin mounts filesystems into kubelet's directories, formats and resizes
+# block devices, writes /sys (SCSI scan and delete) and enters the host's namespaces with nsenter; none
+# of that is possible for a non-root user. The manifests make the pods privileged for the same reason.
+ENTRYPOINT ["node", "/app/dist/src/cli.js"]
