@@ -31,11 +31,13 @@ export async function removeDevices(host: NodeHost, record: VolumeRecord, log: L
 /**
  * Log out of the target's portals unless another volume still uses the target. Counted from the
  * metadata store under the target lock, so an attach in progress (its record is saved before its
- * login) is counted too, also one from another driver process.
+ * login) is counted too, also one from another driver process; one whose devices are already gone is not.
  */
 export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger): Promise<boolean> {
   return host.targetLocks.withLock(record.iqn, async () => {
-    const others = (await host.metadata.list()).filter((r) => r.iqn === record.iqn && r.volumeId !== record.volumeId);
+    // a record marked `detaching` has no devices left and needs no session: when every volume of a
+    // target is unstaged at once, the last one to get here logs out, whoever's record is still on disk
+    const others = (await host.metadata.list()).filter((r) => r.iqn === record.iqn && r.volumeId !== record.volumeId && r.phase !== 'detaching');
     // a session is (target, portal, iface): a volume with its own initiator name has its own sessions
     const inUse = new Set(others.flatMap((r) => r.portals.map((p) => `${p}|${r.iface}`)));
     let loggedOut = false;
@@ -53,6 +55,7 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
 
 export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
   await removeDevices(host, record, log);
+  await host.metadata.save({ ...record, phase: 'detaching' });
   await logoutIfUnused(host, record, log);
   if (record.clonedIface) orThrow(await host.iscsi.deleteIface(record.clonedIface));
 }

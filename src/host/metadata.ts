@@ -24,7 +24,7 @@ export interface VolumeRecord {
    * `attaching` is saved before the first login, so a crash mid-attach leaves enough to clean up and
    * a concurrent detach of another LUN counts this volume as a user of the target; `staged` when done.
    */
-  phase: 'attaching' | 'staged';
+  phase: 'attaching' | 'staged' | 'detaching';
   /** iscsiadm `-p` form, `ip:port` / `[v6]:port` */
   portals: string[];
   iqn: string;
@@ -83,6 +83,8 @@ function isVolumeRecord(v: unknown): v is VolumeRecord {
 }
 
 export class MetadataStore {
+  #rootReady = false;
+
   constructor(
     readonly stateDir: string,
     private readonly logger?: Logger,
@@ -110,9 +112,12 @@ export class MetadataStore {
       throw new Internal(`volume metadata schema ${String(record.schemaVersion)} is not ${METADATA_SCHEMA_VERSION}`);
     }
     const dir = this.volumeDir(record.volumeId);
-    // the state directory may be shared with other driver state: create it private, leave an existing one alone
-    await fs.mkdir(this.stateDir, { recursive: true, mode: DIR_MODE });
-    await ensurePrivateDir(this.volumesDir());
+    if (!this.#rootReady) {
+      // the state directory may be shared with other driver state: create it private, leave an existing one alone
+      await fs.mkdir(this.stateDir, { recursive: true, mode: DIR_MODE });
+      await ensurePrivateDir(this.volumesDir());
+      this.#rootReady = true; // once per process: a stage saves twice, a storm 64 times
+    }
     const created = await ensurePrivateDir(dir);
     if (created) await fsyncDir(this.volumesDir());
     const file = join(dir, FILE_NAME);

@@ -58,6 +58,15 @@ describe('two LUNs of one target', () => {
     expect(nodeRecords(iqn)).toEqual([]);
     expect(records()).toEqual([]);
   });
+
+  it('staged and unstaged concurrently: one login, and the last unstage logs out', async () => {
+    await Promise.all([stage('lunC', ctxFor(iqn, 1), mountCapability()), stage('lunD', ctxFor(iqn, 2), mountCapability())]);
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    await Promise.all([unstage('lunC'), unstage('lunD')]);
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
 });
 
 describe('CHAP', () => {
