@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from '
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
+import { codeOf } from '../helpers/client.js';
 import { defaultConfig, type Config } from '../../src/config.js';
 import { createControllerService, type ControllerService } from '../../src/controller/service.js';
 import { parseInventory } from '../../src/controller/static-backend.js';
@@ -57,16 +58,6 @@ type Obj = Record<string, unknown>;
 interface Vol { volume_id: string; capacity_bytes: number; volume_context: Record<string, string> }
 function call<T = Obj>(s: ControllerService, method: string, req: Obj): Promise<T> {
   return s[method]!(req, { logger, requestId: 't', method }) as Promise<T>;
-}
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return status.OK;
-  } catch (e) {
-    const code = (e as { code?: number }).code;
-    if (code === undefined) throw e;
-    return code;
-  }
 }
 async function create(s: ControllerService, name: string, required: number, limit = 0, parameters: Record<string, string> = {}): Promise<Vol> {
   const r = await call<{ volume: Vol }>(s, 'CreateVolume', { name, capacity_range: { required_bytes: required, limit_bytes: limit }, volume_capabilities: [mountCap], parameters, secrets: {}, volume_content_source: null });

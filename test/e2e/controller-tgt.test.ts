@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
+import { codeOf } from '../helpers/client.js';
 import { defaultConfig, type Config } from '../../src/config.js';
 import type { VolumeBackend } from '../../src/controller/backend.js';
 import { createBackend, createControllerService, type ControllerService } from '../../src/controller/service.js';
@@ -58,16 +59,6 @@ function call<T = Obj>(method: string, req: Obj, s: ControllerService = svc): Pr
   return h(req, { ...ctx, method }) as Promise<T>;
 }
 
-async function codeOf(p: Promise<unknown>): Promise<number> {
-  try {
-    await p;
-    return status.OK;
-  } catch (e) {
-    const code = (e as { code?: number }).code;
-    if (code === undefined) throw e;
-    return code;
-  }
-}
 
 interface Vol { volume_id: string; capacity_bytes: number; volume_context: Record<string, string> }
 

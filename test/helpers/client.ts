@@ -34,12 +34,14 @@ export class CsiClient {
   }
 }
 
-/** Resolves the gRPC status of a call that is expected to fail (or OK). */
+/** Resolves the gRPC status of a call (over gRPC, or a handler's CsiError) that is expected to fail, or OK. */
 export async function codeOf(p: Promise<unknown>): Promise<grpc.status> {
   try {
     await p;
     return grpc.status.OK;
   } catch (e) {
-    return (e as CallError).code;
+    const code = (e as { code?: grpc.status }).code;
+    if (code === undefined) throw e;
+    return code;
   }
 }
