@@ -84,6 +84,8 @@ function isVolumeRecord(v: unknown): v is VolumeRecord {
 
 export class MetadataStore {
   #rootReady = false;
+  /** volume directories this process made or checked (private, existing); forgotten on remove() */
+  readonly #knownDirs = new Set<string>();
 
   constructor(
     readonly stateDir: string,
@@ -118,24 +120,23 @@ export class MetadataStore {
       await ensurePrivateDir(this.volumesDir());
       this.#rootReady = true; // once per process: a stage saves twice, a storm 64 times
     }
-    const created = await ensurePrivateDir(dir);
-    if (created) await fsyncDir(this.volumesDir());
-    const file = join(dir, FILE_NAME);
-    const tmp = join(dir, `.${FILE_NAME}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-    const handle = await fs.open(tmp, 'wx', FILE_MODE);
-    try {
+    const text = `${JSON.stringify({ ...record, schemaVersion: METADATA_SCHEMA_VERSION }, null, 2)}\n`;
+    // A stage saves twice: the second save finds the directory this process made (or checked) for the
+    // first, and skips mkdir + stat. Should it have gone since (removed by hand), the write says so
+    // with ENOENT and the directory is made again.
+    if (this.#knownDirs.has(dir)) {
       try {
-        await handle.writeFile(`${JSON.stringify({ ...record, schemaVersion: METADATA_SCHEMA_VERSION }, null, 2)}\n`, 'utf8');
-        await handle.sync();
-      } finally {
-        await handle.close();
+        await writeDurably(dir, text, null);
+        return;
+      } catch (e) {
+        if (errnoCode(e) !== 'ENOENT') throw e;
+        this.#knownDirs.delete(dir);
       }
-      await fs.rename(tmp, file);
-    } catch (e) {
-      await fs.rm(tmp, { force: true });
-      throw e;
     }
-    await fsyncDir(dir);
+    const created = await ensurePrivateDir(dir);
+    this.#knownDirs.add(dir);
+    // a new directory's entry in volumes/ is made durable alongside the file's own fsync, not after it
+    await writeDurably(dir, text, created ? this.volumesDir() : null);
   }
 
   /** The record, or null when the volume has none. A corrupt file is an INTERNAL error naming the file. */
@@ -150,6 +151,7 @@ export class MetadataStore {
 
   /** Deletes the record and its directory; nothing there is success. */
   async remove(volumeId: string): Promise<void> {
+    this.#knownDirs.delete(this.volumeDir(volumeId));
     await fs.rm(this.volumeDir(volumeId), { recursive: true, force: true });
     await fsyncDir(this.volumesDir()).catch(() => undefined);
   }
@@ -199,6 +201,34 @@ async function readRecord(file: string): Promise<VolumeRecord | null> {
   }
   if (!isVolumeRecord(parsed)) throw new Internal(`volume metadata ${file} does not match schema version ${METADATA_SCHEMA_VERSION}`);
   return parsed;
+}
+
+/**
+ * Writes `dir/iscsi.json` atomically and durably: a temp file written and fsynced, renamed over the
+ * record, the directory fsynced (the rename). With `parentToSync` (the directory was just created),
+ * the parent is fsynced too, concurrently with the temp file's write and fsync: both must be on disk
+ * before the record counts, neither has to wait for the other.
+ */
+async function writeDurably(dir: string, text: string, parentToSync: string | null): Promise<void> {
+  const file = join(dir, FILE_NAME);
+  const tmp = join(dir, `.${FILE_NAME}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const writeTemp = async (): Promise<void> => {
+    const handle = await fs.open(tmp, 'wx', FILE_MODE);
+    try {
+      try {
+        await handle.writeFile(text, 'utf8');
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await fs.rename(tmp, file);
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      throw e;
+    }
+  };
+  await Promise.all([writeTemp(), ...(parentToSync ? [fsyncDir(parentToSync)] : [])]);
+  await fsyncDir(dir);
 }
 
 /** mkdir with mode 0700 (enforced also on an existing directory); true when it was created. */

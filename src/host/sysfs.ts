@@ -102,6 +102,27 @@ export interface MultipathHolder {
   wwid: string;
 }
 
+interface SessionDir {
+  host: number;
+  sid: number;
+  /** `session<sid>` */
+  name: string;
+  dir: string;
+}
+
+/** Canonical `addr:port` keys of a session's connections: persistent addresses first, then current ones. */
+function portalKeys(connections: IscsiConnectionInfo[]): string[] {
+  const portals: string[] = [];
+  const add = (address: string | null, port: number | null): void => {
+    if (address === null || port === null || address === '') return;
+    const key = portalKeyOf(address, port);
+    if (!portals.includes(key)) portals.push(key);
+  };
+  for (const c of connections) add(c.persistentAddress, c.persistentPort);
+  for (const c of connections) add(c.address, c.port);
+  return portals;
+}
+
 function toInt(text: string | null): number | null {
   return text !== null && /^-?\d+$/.test(text) ? Number(text) : null;
 }
@@ -165,39 +186,46 @@ export class Sysfs {
    * with their block devices. With `iqn`, LUNs are read only for that target's sessions.
    */
   async topology(iqn?: string): Promise<IscsiTopology> {
+    const found = await this.sessionDirs();
+    const sessions = await Promise.all(found.map((s) => this.readSession(s, iqn)));
+    return new IscsiTopology(sessions.filter((s): s is IscsiSessionInfo => s !== null).sort((a, b) => a.sid - b.sid));
+  }
+
+  /** Every `class/iscsi_host/hostH/device/sessionS` directory, with H and S. */
+  private async sessionDirs(): Promise<SessionDir[]> {
     const hosts = (await listDir(this.path('class', 'iscsi_host'))).filter((h) => /^host\d+$/.test(h));
     const perHost = await Promise.all(
       hosts.map(async (hostName) => {
         const host = Number(hostName.slice(4));
         const deviceDir = this.path('class', 'iscsi_host', hostName, 'device');
-        const sessionNames = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
-        const sessions = await Promise.all(sessionNames.map((name) => this.readSession(host, join(deviceDir, name), name, iqn)));
-        return sessions.filter((s): s is IscsiSessionInfo => s !== null);
+        const names = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
+        return names.map((name) => ({ host, sid: Number(name.slice('session'.length)), name, dir: join(deviceDir, name) }));
       }),
     );
-    const sessions = perHost.flat().sort((a, b) => a.sid - b.sid);
-    return new IscsiTopology(sessions);
+    return perHost.flat();
   }
 
-  private async readSession(host: number, dir: string, name: string, onlyIqn: string | undefined): Promise<IscsiSessionInfo | null> {
-    const sid = Number(name.slice('session'.length));
-    const targetName = await readAttr(join(dir, 'iscsi_session', name, 'targetname'));
+  /** The session's target name, and its entries (connections, targets) when it is `onlyIqn`'s. */
+  private async sessionEntries(s: SessionDir, onlyIqn: string | undefined): Promise<{ iqn: string; entries: string[] } | null> {
+    const targetName = await readAttr(join(s.dir, 'iscsi_session', s.name, 'targetname'));
     if (targetName === null || (onlyIqn !== undefined && targetName !== onlyIqn)) return null;
-    const entries = await listDir(dir);
+    return { iqn: targetName, entries: await listDir(s.dir) };
+  }
+
+  private readConnections(s: SessionDir, entries: string[]): Promise<IscsiConnectionInfo[]> {
+    return Promise.all(entries.filter((e) => /^connection\d+:\d+$/.test(e)).sort().map((c) => this.readConnection(join(s.dir, c, 'iscsi_connection', c), c)));
+  }
+
+  private async readSession(s: SessionDir, onlyIqn: string | undefined): Promise<IscsiSessionInfo | null> {
+    const found = await this.sessionEntries(s, onlyIqn);
+    if (!found) return null;
+    const { entries } = found;
     const [state, connections, luns] = await Promise.all([
-      this.readSessionState(dir, name),
-      Promise.all(entries.filter((e) => /^connection\d+:\d+$/.test(e)).sort().map((c) => this.readConnection(join(dir, c, 'iscsi_connection', c), c))),
-      Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(dir, t)))).then((l) => l.flat()),
+      this.readSessionState(s.dir, s.name),
+      this.readConnections(s, entries),
+      Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(s.dir, t)))).then((l) => l.flat()),
     ]);
-    const portals: string[] = [];
-    const add = (address: string | null, port: number | null): void => {
-      if (address === null || port === null || address === '') return;
-      const key = portalKeyOf(address, port);
-      if (!portals.includes(key)) portals.push(key);
-    };
-    for (const c of connections) add(c.persistentAddress, c.persistentPort);
-    for (const c of connections) add(c.address, c.port);
-    return { sid, host, iqn: targetName, state, connections, portals, luns: luns.sort((a, b) => a.lun - b.lun) };
+    return { sid: s.sid, host: s.host, iqn: found.iqn, state, connections, portals: portalKeys(connections), luns: luns.sort((a, b) => a.lun - b.lun) };
   }
 
   private async readSessionState(sessionDir: string, name: string): Promise<string | null> {
@@ -226,9 +254,24 @@ export class Sysfs {
     );
   }
 
-  /** `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical). */
+  /**
+   * `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical), the same map
+   * as `topology(iqn).portalHostMap(iqn)`. Every stage asks for it under the target lock, so it reads
+   * only the sessions' target names and connections, never the LUN directories: its cost does not grow
+   * with the LUNs already attached (a storm of N stages would otherwise walk O(N²) LUN directories).
+   */
   async portalHostMap(iqn: string): Promise<Map<string, number>> {
-    return (await this.topology(iqn)).portalHostMap(iqn);
+    const found = await this.sessionDirs();
+    const sessions = await Promise.all(
+      found.map(async (s) => {
+        const session = await this.sessionEntries(s, iqn);
+        return session ? { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, session.entries)) } : null;
+      }),
+    );
+    const map = new Map<string, number>();
+    // in sid order, as topology() does: with two sessions to one portal (two ifaces) the later one wins
+    for (const s of sessions.filter((x) => x !== null).sort((a, b) => a.sid - b.sid)) for (const p of s.portals) map.set(p, s.host);
+    return map;
   }
 
   async sessionsForTarget(iqn: string): Promise<{ sid: number; host: number; portal: string | null; state: string | null }[]> {

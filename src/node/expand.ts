@@ -24,6 +24,7 @@ export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest,
   const paths = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
   if (paths.length === 0) throw new FailedPrecondition(`LUN ${record.lun} of ${record.iqn} has no device on this node; stage it again`);
   for (const device of paths) await host.sysfs.rescanDevice(device);
+  await waitForPathSizes(host, paths, required);
   if (record.multipath) await host.multipath.resize(record.multipath);
   const size = await host.fs.blockDeviceSize(record.devicePath);
   if (required > 0 && size < required) {
@@ -34,4 +35,20 @@ export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest,
   }
   ctx.logger.info({ bytes: size }, 'expanded');
   return { capacity_bytes: size };
+}
+
+const SIZE_POLL_MS = 10;
+
+/**
+ * A rescan re-reads the capacity; a kernel (or a simulated one) may apply it a little after the write
+ * returns. Wait, bounded by the device timeout, until every path reports at least the requested size.
+ */
+async function waitForPathSizes(host: NodeHost, paths: string[], required: number): Promise<void> {
+  if (required <= 0) return;
+  const deadline = Date.now() + host.cfg.timeouts.deviceWaitMs;
+  for (;;) {
+    const sizes = await Promise.all(paths.map((d) => host.sysfs.deviceSizeBytes(d)));
+    if (sizes.every((s) => s !== null && s >= required) || Date.now() >= deadline) return;
+    await new Promise((r) => setTimeout(r, Math.min(SIZE_POLL_MS, host.cfg.timeouts.devicePollMs)));
+  }
 }

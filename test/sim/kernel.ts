@@ -1,15 +1,19 @@
 // The simulated kernel iSCSI initiator: the single owner of the simulated state under R (sysfs,
-// /dev, loop devices, dm maps). It runs in one process (kernel-main.ts) and does one thing at a
-// time (a promise chain), so concurrent fake-iscsiadm calls and control-file writes never race.
+// /dev, loop devices, dm maps). It runs in one process (kernel-main.ts) and takes work in arrival
+// order: fake-iscsiadm calls and delete/rescan writes run one at a time, each after everything that
+// arrived before it; LUN scans that arrive together run side by side (a real kernel scans LUNs in
+// parallel and udev makes their links concurrently), their shared state guarded below.
 //
 // What a login produces (open-iscsi.md §4): a SCSI host and session with their class links,
 // a connection, and per node.session.scan the LUNs' SCSI devices; a disk LUN's block device is the
 // LUN's backing file (found through `tgtadm --op show` on the tgtd serving the portal) on ONE shared
 // loop device, with a real device node made by mknod and the udev-style /dev/disk links.
+import { spawn, type ChildProcess } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
-import { mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { parseTgtTargets, type TgtLun, type TgtTarget } from '../../src/host/tgtadm.js';
 import { readFaults, type Faults } from './faults.js';
 import { IscsiDb, nodeIdOf, type NodeId } from './iscsi-db.js';
@@ -39,6 +43,14 @@ const SCSI_TYPE: Record<string, number> = { disk: 0, tape: 1, 'cd/dvd': 5, chang
 const TGT_PRODUCT: Record<string, string> = { disk: 'VIRTUAL-DISK', controller: 'Controller', 'cd/dvd': 'VIRTUAL-CDROM', tape: 'VIRTUAL-TAPE', changer: 'VIRTUAL-CHANGER' };
 const TGTD_SOCKET_DIR = '/var/run/tgtd';
 const LOOP_MAJOR = 7;
+/** Where the real kernel lists block devices: free loop devices are found there (no `loop/backing_file`). */
+const HOST_SYS_BLOCK = '/sys/block';
+/** Attempts at binding a free loop device that another process may take first, before `losetup -f`. */
+const LOOP_ATTACH_ATTEMPTS = 8;
+/** How long a bind through the xargs helper may take before it is checked and done by a plain spawn. */
+const LOOP_BIND_TIMEOUT_MS = 10_000;
+/** losetup's error line: `losetup: <file or device>: failed to set up loop device: <reason>` */
+const LOSETUP_FAILED_RE = /^losetup: (.+): failed to set up loop device(?:: (.*))?$/;
 /** tmpfs sources of the simulated sysfs and /dev, as they show in mountinfo */
 export const SYSFS_SOURCE = 'sim-sysfs';
 export const DEVTMPFS_SOURCE = 'sim-devtmpfs';
@@ -185,12 +197,149 @@ export function parseScanWrites(text: string): ScanSpec[] {
   return out;
 }
 
+/** A FIFO mutex: the caller's function runs once every earlier caller's has finished. */
+class Mutex {
+  private last: Promise<unknown> = Promise.resolve();
+
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.last.then(fn, fn);
+    this.last = next.catch(() => undefined);
+    return next;
+  }
+}
+
+/**
+ * A fetch shared by concurrent callers without ever answering from before the call: a caller joins
+ * the next fetch that has not started yet (starting it when none runs), never one already under way.
+ * A storm of scans costs a `tgtadm show` or two instead of one each, and each scan still sees
+ * targets and LUNs created before its scan write.
+ */
+class FreshFetch<T> {
+  private running: Promise<T> | undefined;
+  private next: Promise<T> | undefined;
+
+  constructor(private readonly fetch: () => Promise<T>) {}
+
+  get(): Promise<T> {
+    if (this.next) return this.next;
+    if (!this.running) return this.start();
+    const next = this.running.then(() => undefined, () => undefined).then(() => {
+      this.next = undefined;
+      return this.start();
+    });
+    this.next = next;
+    return next;
+  }
+
+  private start(): Promise<T> {
+    const p = this.fetch();
+    this.running = p;
+    const done = (): void => {
+      if (this.running === p) this.running = undefined;
+    };
+    p.then(done, done);
+    return p;
+  }
+}
+
+type BindOutcome = { ok: true; device: string } | { ok: false; busy: boolean; message: string };
+
+/**
+ * Runs `losetup --show [-r] /dev/loopN FILE` through one long-lived `xargs -0 -n 3 -P 0 losetup
+ * --show`. A spawn from this Node process blocks its event loop for a fork and exec (2–4 ms here), so
+ * a storm's attaches spawned from here come up one after another; xargs, a small C process, forks
+ * them in a fraction of that and they run side by side, as a real kernel probes disks in parallel.
+ * A request ends with losetup's `--show` line (the device) or its error line (naming the file or the
+ * device); `undefined` when neither came in time or the helper went away: the caller then checks and
+ * falls back to a plain spawn.
+ */
+class LoopBinder {
+  private helper: ChildProcess | undefined;
+  private unavailable = false;
+  private readonly waiting = new Map<string, { file: string; settle: (r: BindOutcome | undefined) => void }>();
+
+  constructor(private readonly log: LogFn) {}
+
+  bind(device: string, file: string, readonly: boolean): Promise<BindOutcome | undefined> {
+    const helper = this.start();
+    if (!helper?.stdin?.writable) return Promise.resolve(undefined);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => settle(undefined), LOOP_BIND_TIMEOUT_MS);
+      const settle = (r: BindOutcome | undefined): void => {
+        clearTimeout(timer);
+        if (this.waiting.get(device)?.settle === settle) this.waiting.delete(device);
+        resolve(r);
+      };
+      this.waiting.set(device, { file, settle });
+      // `--show` twice is harmless: it keeps three arguments per call whether or not `-r` is wanted
+      helper.stdin!.write(`${[readonly ? '-r' : '--show', device, file].join('\0')}\0`);
+    });
+  }
+
+  close(): void {
+    const helper = this.helper;
+    this.helper = undefined;
+    this.unavailable = true;
+    helper?.stdin?.end();
+  }
+
+  private start(): ChildProcess | undefined {
+    if (this.helper || this.unavailable) return this.helper;
+    const helper = spawn('xargs', ['-0', '-n', '3', '-P', '0', 'losetup', '--show'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.helper = helper;
+    helper.stdin!.on('error', () => undefined);
+    createInterface({ input: helper.stdout! }).on('line', (line) => this.waiting.get(line.trim())?.settle({ ok: true, device: line.trim() }));
+    createInterface({ input: helper.stderr! }).on('line', (line) => this.onError(line));
+    const gone = (why: string): void => {
+      if (this.helper !== helper) return;
+      this.helper = undefined;
+      this.log('warn', 'losetup helper (xargs) ended; the next loop attach starts another', { why });
+      for (const w of [...this.waiting.values()]) w.settle(undefined);
+    };
+    helper.on('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') this.unavailable = true;
+      gone(e.message);
+    });
+    helper.on('exit', (code, signal) => gone(`exit ${code ?? signal}`));
+    // neither the helper nor its pipes keep the kernel process alive: it exits on its own terms
+    helper.unref();
+    for (const stream of [helper.stdin, helper.stdout, helper.stderr]) (stream as unknown as { unref?: () => void } | null)?.unref?.();
+    return helper;
+  }
+
+  private onError(line: string): void {
+    const m = LOSETUP_FAILED_RE.exec(line.trim());
+    const about = m?.[1];
+    const entry = about === undefined ? undefined : [...this.waiting].find(([device, w]) => device === about || w.file === about);
+    if (!entry) {
+      this.log('warn', 'losetup helper said something unexpected', { line });
+      return;
+    }
+    const reason = m?.[2] ?? '';
+    entry[1].settle({ ok: false, busy: /busy/i.test(reason), message: line.trim() });
+  }
+}
+
 export class SimKernel {
   readonly paths: SimPaths;
   readonly db: IscsiDb;
   readonly multipath: boolean;
   private readonly log: LogFn;
-  private queue: Promise<unknown> = Promise.resolve();
+  /** settles when everything queued so far (exclusive work and scans) has finished */
+  private tail: Promise<unknown> = Promise.resolve();
+  /** settles when the last exclusive work queued so far has finished: where a new scan may start */
+  private barrier: Promise<unknown> = Promise.resolve();
+  /** scans' changes to the shared tree (sdX names, dm maps, links) are made one scan at a time */
+  private readonly commits = new Mutex();
+  /** LUN devices being added, by `<sid>:<lun>`: a second scan of the same LUN waits for the first */
+  private readonly adding = new Map<string, Promise<void>>();
+  /** `tgtadm --op show --mode target` per tgtd control port, shared by the scans that wait for it */
+  private readonly targetShows = new Map<number, FreshFetch<TgtTarget[] | null>>();
+  /** loop attaches in flight, by backing file: one loop device per file even for concurrent scans */
+  private readonly loopsAttaching = new Map<string, Promise<Loop>>();
+  /** loop minors chosen by an attach in flight, not to be chosen by another */
+  private readonly loopMinorsClaimed = new Set<number>();
+  private readonly loopBinder: LoopBinder;
   private nextHost = FIRST_HOST_NO;
   private nextSid = 1;
   readonly sessions = new Map<number, Session>();
@@ -207,12 +356,23 @@ export class SimKernel {
     this.multipath = opts.multipath;
     this.log = opts.log;
     this.tgtdPorts = [...opts.tgtdControlPorts];
+    this.loopBinder = new LoopBinder(opts.log);
   }
 
-  /** Runs fn after every earlier operation finished: the kernel's one-at-a-time rule. */
+  /** Runs fn alone, after every earlier operation (scans included) finished. */
   serial<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
+    const next = this.tail.then(fn, fn);
+    this.tail = this.barrier = next.catch(() => undefined);
+    return next;
+  }
+
+  /**
+   * Runs a scan after the exclusive operations queued before it, alongside other scans; exclusive
+   * work queued after it waits for it, so a command sees the effect of the scans written before it.
+   */
+  private concurrentScan(fn: () => Promise<void>): Promise<void> {
+    const next = this.barrier.then(fn, fn);
+    this.tail = Promise.all([this.tail, next.catch(() => undefined)]);
     return next;
   }
 
@@ -300,12 +460,18 @@ export class SimKernel {
 
   /** The target as tgtd shows it; undefined when tgtd has no such target, null when tgtd did not answer. */
   private async tgtTarget(ctl: number, iqn: string): Promise<TgtTarget | undefined | null> {
-    const r = await execTool('tgtadm', ['-C', String(ctl), '--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
-    if (r.code !== 0) {
-      this.log('warn', 'tgtadm show failed', { ctl, stderr: r.stderr.trim() });
-      return null;
+    let show = this.targetShows.get(ctl);
+    if (!show) {
+      show = new FreshFetch(async () => {
+        const r = await execTool('tgtadm', ['-C', String(ctl), '--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
+        if (r.code === 0) return parseTgtTargets(r.stdout);
+        this.log('warn', 'tgtadm show failed', { ctl, stderr: r.stderr.trim() });
+        return null;
+      });
+      this.targetShows.set(ctl, show);
     }
-    return parseTgtTargets(r.stdout).find((t) => t.name === iqn);
+    const targets = await show.get();
+    return targets === null ? null : targets.find((t) => t.name === iqn);
   }
 
   // ---------------------------------------------------------------- login / logout
@@ -442,7 +608,7 @@ export class SimKernel {
     const specs = parseScanWrites(text);
     if (!specs.length) this.log('warn', 'malformed scan write ignored', { host: session.host, text });
     for (const spec of specs) {
-      void this.serial(async () => {
+      void this.concurrentScan(async () => {
         if (!this.sessions.has(session.sid)) return;
         await this.scan(session, spec);
       }).catch((e: Error) => this.log('error', 'scan failed', { host: session.host, error: e.message }));
@@ -467,19 +633,50 @@ export class SimKernel {
     const shown = performance.now();
     const wanted = spec.lun === '-' ? target.luns : target.luns.filter((l) => String(l.lun) === String(Number(spec.lun)));
     const noDevice = this.faults().noDevice ?? [];
+    const adds: Promise<void>[] = [];
+    // loops attach side by side; devices are built in LUN order, so sdX names follow the LUNs as before
+    let previous: Promise<unknown> = Promise.resolve();
     for (const lun of wanted) {
       if (session.devices.has(lun.lun)) continue;
       if (noDevice.some((f) => f.iqn === session.target && f.lun === lun.lun)) {
         this.log('info', 'fault noDevice: LUN scanned without a device', { target: session.target, lun: lun.lun });
         continue;
       }
-      await this.addDevice(session, lun);
+      const key = `${session.sid}:${lun.lun}`;
+      let add = this.adding.get(key);
+      if (!add) {
+        add = this.addDevice(session, lun, previous).finally(() => this.adding.delete(key));
+        this.adding.set(key, add);
+      }
+      adds.push(add);
+      previous = add;
     }
+    // every device attempted even when one fails, then the first failure reported
+    const failed = (await Promise.allSettled(adds)).find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
     this.log('debug', 'scan done', { host: session.host, lun: spec.lun, tgtadmMs: Math.round(shown - started), totalMs: Math.round(performance.now() - started) });
     try { writeFileSync(join(session.sessionDir, 'iscsi_session', `session${session.sid}`, 'target_state'), 'SCANNED\n'); } catch { /* gone */ }
   }
 
-  private async addDevice(session: Session, lun: TgtLun): Promise<void> {
+  /**
+   * Attaches the LUN's loop device (the slow part, side by side with other scans), then, once `after`
+   * (the scan's previous LUN) is done, builds the device's tree, one scan at a time.
+   */
+  private async addDevice(session: Session, lun: TgtLun, after: Promise<unknown>): Promise<void> {
+    const type = SCSI_TYPE[lun.type] ?? 0x1f;
+    const loop = type === 0 && lun.backingStorePath ? await this.loopFor(lun.backingStorePath, lun.readonly) : undefined;
+    await after.catch(() => undefined);
+    await this.commits.run(async () => {
+      // defensive: a logout waits for the scans before it, and a second scan of the LUN waits for this one
+      if (this.sessions.get(session.sid) !== session || session.devices.has(lun.lun)) {
+        if (loop) await this.releaseLoop(loop);
+        return;
+      }
+      await this.buildDevice(session, lun, loop);
+    });
+  }
+
+  private async buildDevice(session: Session, lun: TgtLun, loop: Loop | undefined): Promise<void> {
     const hctl = `${session.host}:0:0:${lun.lun}`;
     const targetDir = join(session.sessionDir, `target${session.host}:0:0`);
     const dir = join(targetDir, hctl);
@@ -488,8 +685,6 @@ export class SimKernel {
       session, lun: lun.lun, hctl, dir, type, vendor: TGT_VENDOR.padEnd(8), model: (TGT_PRODUCT[lun.type] ?? 'VIRTUAL-DISK').padEnd(16),
       naa: tgtNaa(lun.scsiId), state: 'running', fifos: [],
     };
-    // the spawns (losetup, mkfifo, mknod) overlap; the sysfs writes in between are synchronous
-    const loopPromise = type === 0 && lun.backingStorePath ? this.loopFor(lun.backingStorePath, lun.readonly) : undefined;
     const deletePath = join(dir, 'delete');
     const rescanPath = join(dir, 'rescan');
     mkdirSync(dir, { recursive: true });
@@ -502,11 +697,10 @@ export class SimKernel {
     relLink(dir, join(dir, 'scsi_device', hctl, 'device'));
     relLink(join(dir, 'scsi_device', hctl), join(sys, 'class/scsi_device', hctl));
     relLink(dir, join(sys, 'bus/scsi/devices', hctl));
-    let loop: Loop | undefined;
     try {
-      [loop] = await Promise.all([loopPromise, fifosMade]);
+      await fifosMade;
     } catch (e) {
-      if (loopPromise) await loopPromise.then((l) => this.releaseLoop(l), () => undefined);
+      if (loop) await this.releaseLoop(loop).catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });
       throw e;
     }
@@ -564,20 +758,78 @@ export class SimKernel {
     return Number(readFileSync(`/sys/class/block/${loop.name}/size`, 'utf8').trim());
   }
 
-  /** ONE loop device per backing file, shared by every path to the LUN and refcounted. */
+  /**
+   * ONE loop device per backing file, shared by every path to the LUN and refcounted. Concurrent
+   * scans of one LUN (multipath) wait for the same attach; scans of different LUNs attach side by side.
+   */
   private async loopFor(backing: string, readonly: boolean): Promise<Loop> {
     const key = realpathSync(backing);
     let loop = this.loops.get(key);
     if (!loop) {
-      const device = (await mustExec('losetup', ['-f', '--show', ...(readonly ? ['-r'] : []), key])).trim();
-      const name = device.replace('/dev/', '');
-      const [major, minor] = readFileSync(`/sys/class/block/${name}/dev`, 'utf8').trim().split(':').map(Number);
-      loop = { device, name, major: major!, minor: minor!, backing: key, refs: 0 };
-      this.loops.set(key, loop);
-      this.log('debug', 'loop attached', { device, backing: key });
+      let attaching = this.loopsAttaching.get(key);
+      if (!attaching) {
+        attaching = this.attachLoop(key, readonly).finally(() => this.loopsAttaching.delete(key));
+        this.loopsAttaching.set(key, attaching);
+      }
+      loop = await attaching;
     }
     loop.refs++;
     return loop;
+  }
+
+  private async attachLoop(backing: string, readonly: boolean): Promise<Loop> {
+    const device = await this.bindLoopDevice(backing, readonly);
+    const name = device.replace('/dev/', '');
+    const [major, minor] = readFileSync(`/sys/class/block/${name}/dev`, 'utf8').trim().split(':').map(Number);
+    const loop: Loop = { device, name, major: major!, minor: minor!, backing, refs: 0 };
+    this.loops.set(backing, loop);
+    this.log('debug', 'loop attached', { device, backing });
+    return loop;
+  }
+
+  /**
+   * Binds the file to a loop device this kernel picked: concurrent `losetup -f` calls pick the same
+   * free device, and the losers sleep 200 ms before trying again (util-linux), which would serialise
+   * a storm's scans. Another process may still take the device first (EBUSY): then the next one.
+   */
+  private async bindLoopDevice(backing: string, readonly: boolean): Promise<string> {
+    const flags = readonly ? ['-r'] : [];
+    const taken = new Set<number>();
+    for (let attempt = 0; attempt < LOOP_ATTACH_ATTEMPTS; attempt++) {
+      const minor = this.freeLoopMinor(taken);
+      const device = `/dev/loop${minor}`;
+      this.loopMinorsClaimed.add(minor);
+      try {
+        // a minor without a device yet is created by losetup (LOOP_CTL_ADD), as `losetup -f` would
+        const outcome = (await this.loopBinder.bind(device, backing, readonly)) ?? (await this.bindBySpawn(device, backing, flags));
+        if (outcome.ok) return outcome.device;
+        if (!outcome.busy) throw new Error(`losetup ${device} ${backing} failed: ${outcome.message}`);
+        taken.add(minor);
+      } finally {
+        this.loopMinorsClaimed.delete(minor);
+      }
+    }
+    return (await mustExec('losetup', ['-f', '--show', ...flags, backing])).trim();
+  }
+
+  /** The helper did not answer: the device may be bound already (a late answer), else bind it here. */
+  private async bindBySpawn(device: string, backing: string, flags: string[]): Promise<BindOutcome> {
+    const bound = await execTool('losetup', ['-n', '-O', 'BACK-FILE', device]);
+    if (bound.code === 0 && bound.stdout.trim() === backing) return { ok: true, device };
+    const r = await execTool('losetup', ['--show', ...flags, device, backing]);
+    return r.code === 0 ? { ok: true, device: r.stdout.trim() } : { ok: false, busy: /busy/i.test(r.stderr), message: r.stderr.trim() };
+  }
+
+  /** The lowest loop minor with no backing file that no attach of ours has claimed, else a new one. */
+  private freeLoopMinor(skip: Set<number>): number {
+    const minors = readdirSync(HOST_SYS_BLOCK).map((n) => /^loop(\d+)$/.exec(n)?.[1]).filter((x): x is string => !!x).map(Number).sort((a, b) => a - b);
+    // ours are known bound: no need to look at them (a storm would otherwise stat every one per attach)
+    const ours = new Set([...this.loops.values()].map((l) => l.minor));
+    const usable = (m: number): boolean => !this.loopMinorsClaimed.has(m) && !skip.has(m) && !ours.has(m);
+    for (const m of minors) if (usable(m) && !existsSync(join(HOST_SYS_BLOCK, `loop${m}`, 'loop', 'backing_file'))) return m;
+    let m = (minors.at(-1) ?? -1) + 1;
+    while (!usable(m)) m++;
+    return m;
   }
 
   private async releaseLoop(loop: Loop): Promise<void> {
@@ -798,6 +1050,7 @@ export class SimKernel {
       l.refs = 1;
       await this.releaseLoop(l);
     }
+    this.loopBinder.close();
     for (const dir of [this.paths.dev, this.paths.sys]) {
       if (!readMountInfo().some((m) => m.mountPoint === dir)) continue;
       const r = await execTool('umount', [dir]);
