@@ -554,19 +554,7 @@ async function nodeMode(kernel: SimKernel, a: Args, o: Out): Promise<number> {
   }
   const op: Op | undefined = a.ops.has('new') ? 'new' : a.ops.has('delete') ? 'delete' : a.ops.has('update') ? 'update' : a.ops.has('show') ? 'show' : undefined;
   if (op === 'new') return nodeNew(kernel, a, o);
-  if (a.rescan) {
-    const sessions = matchSessions(kernel, a);
-    if (!sessions.length) {
-      o.error('No session found.');
-      return ERR.NO_OBJS;
-    }
-    for (const s of sessions) await rescanSession(kernel, s, o);
-    return 0;
-  }
-  if (a.stats) {
-    o.error('operation is not supported.');
-    return ERR.INVAL;
-  }
+  if (a.rescan || a.stats) return rescanOrStats(kernel, a, matchSessions(kernel, a), o);
   if (a.login && a.logout) {
     o.error('Invalid parameters. Both login and logout passed in');
     return ERR.INVAL;
@@ -766,18 +754,7 @@ async function sessionMode(kernel: SimKernel, a: Args, o: Out): Promise<number> 
     }
     return logoutSessions(kernel, sessions, o);
   }
-  if (a.rescan) {
-    if (!sessions.length) {
-      o.error('No session found.');
-      return ERR.NO_OBJS;
-    }
-    for (const s of sessions) await rescanSession(kernel, s, o);
-    return 0;
-  }
-  if (a.stats) {
-    o.error('operation is not supported.');
-    return ERR.INVAL;
-  }
+  if (a.rescan || a.stats) return rescanOrStats(kernel, a, sessions, o);
   const level = a.level ?? -1;
   if (level < -1 || level > 3) {
     o.error(`Invalid info level ${level}. Try 0 - 3.`);
@@ -867,4 +844,18 @@ function printSessionTree(sessions: Session[], level: number, o: Out): void {
       }
     }
   }
+}
+
+/** `--rescan` (every LUN of the matched sessions) and `--stats` (not simulated), as node and session mode share them. */
+async function rescanOrStats(kernel: SimKernel, a: Args, sessions: Session[], o: Out): Promise<number> {
+  if (!a.rescan) {
+    o.error('operation is not supported.');
+    return ERR.INVAL;
+  }
+  if (!sessions.length) {
+    o.error('No session found.');
+    return ERR.NO_OBJS;
+  }
+  for (const s of sessions) await rescanSession(kernel, s, o);
+  return 0;
 }
