@@ -44,7 +44,7 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
   if (serveNode) {
     checks.push(...nodeChecks(cfg, runner));
     const nodeId = cfg.nodeId ?? (await readInitiatorName(cfg.host.initiatorNameFile));
-    services.push({ name: 'Node', definition: csi.Node.service, impl: createNodeService(createNodeHost(cfg, runner, logger), nodeId) });
+    services.push({ name: 'Node', definition: csi.Node.service, impl: createNodeService(createNodeHost(cfg, runner, logger), runner, nodeId) });
   }
   let controller: ControllerService | undefined;
   if (serveController) {

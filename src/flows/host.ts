@@ -27,14 +27,29 @@ export interface NodeHost {
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
   const sysfs = new Sysfs(cfg.host.sysRoot);
   return {
+    ...commandAdapters(cfg, runner, logger),
     cfg,
-    iscsi: new Iscsiadm(runner, logger),
     sysfs,
     devices: new Devices(cfg.host.devRoot, sysfs),
-    mounts: new Mounts(runner, cfg, logger),
-    fs: new Filesystem(runner, cfg, logger),
-    multipath: new Multipath(runner, cfg.host.devRoot, logger),
     metadata: new MetadataStore(cfg.stateDir),
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
   };
+}
+
+/** The adapters that run commands, logging through `logger` (a request's child logger carries its id). */
+function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger): Pick<NodeHost, 'iscsi' | 'mounts' | 'fs' | 'multipath'> {
+  return {
+    iscsi: new Iscsiadm(runner, logger),
+    mounts: new Mounts(runner, cfg, logger),
+    fs: new Filesystem(runner, cfg, logger),
+    multipath: new Multipath(runner, cfg.host.devRoot, logger),
+  };
+}
+
+/**
+ * The same host for one request: command lines are logged with the request's id, while the state
+ * shared between requests (locks, metadata store, sysfs and device watchers) stays the same objects.
+ */
+export function forRequest(host: NodeHost, runner: CommandRunner, logger: Logger): NodeHost {
+  return { ...host, ...commandAdapters(host.cfg, runner, logger) };
 }

@@ -3,10 +3,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
+import { Writable } from 'node:stream';
+import { createLogger } from '../../src/log.js';
 import { blockCapability, startSimDriver, type SimDriver } from '../helpers/sim-driver.js';
 
+class Capture extends Writable {
+  lines: string[] = [];
+  override _write(chunk: Buffer, _enc: string, cb: () => void): void {
+    this.lines.push(...chunk.toString().split('\n').filter(Boolean));
+    cb();
+  }
+}
+const logs = new Capture();
+
 let sd: SimDriver;
-beforeAll(async () => { sd = await startSimDriver({ mode: 'all' }); });
+beforeAll(async () => { sd = await startSimDriver({ mode: 'all', logger: createLogger('debug', logs) }); });
 afterAll(async () => { await sd?.stop(); });
 
 const secrets = { 'node.session.auth.username': 'chapuser1', 'node.session.auth.password': 'Chap-Secret-0123' };
@@ -36,5 +47,17 @@ describe('provisioned CHAP volume', () => {
     await sd.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: volume.volume_id, node_id: nodeId });
     await sd.client.call('Controller', 'DeleteVolume', { volume_id: volume.volume_id });
     expect(await sd.host.sessions()).toEqual([]);
+
+    // every command line of a call carries the call's request id; no line carries the password,
+    // although it went to iscsiadm (`-o update … -v <password>`) and tgtadm as an argument
+    const stageCalls = logs.lines.map((l) => JSON.parse(l) as Record<string, unknown>).filter((l) => l.method === 'NodeStageVolume' && l.msg === 'call' && l.code === 'OK');
+    expect(stageCalls).toHaveLength(1);
+    const commands = logs.lines.map((l) => JSON.parse(l) as { requestId?: string; msg: string; cmd?: string[] }).filter((l) => l.msg === 'command' && l.requestId === stageCalls[0]!.requestId);
+    expect(commands.some((c) => c.cmd!.includes('--login'))).toBe(true);
+    expect(commands.some((c) => c.cmd!.includes('node.session.auth.password'))).toBe(true);
+    for (const line of logs.lines) {
+      expect(line).not.toContain('Chap-Secret-0123');
+      expect(line).not.toContain('Not-The-Secret-9');
+    }
   });
 });
