@@ -143,6 +143,34 @@ describe('portals', () => {
   });
 });
 
+describe('a hung iscsiadm', () => {
+  const iqn = 'iqn.2026-11.dev.test:hang';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+
+  it('is killed at its timeout: DEADLINE_EXCEEDED, the target lock released, nothing left behind', async () => {
+    const iscsiadm = sd.cfg.commands.iscsiadm;
+    const saved = iscsiadm.timeoutMs;
+    iscsiadm.timeoutMs = 1_500;
+    await sd.host.setFaults({ hang: ['login'] });
+    try {
+      const started = Date.now();
+      const err = await stage('hung', ctxFor(iqn, 1), blockCapability()).catch((e: { code: number; details: string }) => e);
+      expect((err as { code: number }).code).toBe(status.DEADLINE_EXCEEDED);
+      expect((err as { details: string }).details).toContain('iscsiadm did not finish within 1500 ms');
+      expect(Date.now() - started).toBeLessThan(10_000);
+    } finally {
+      await sd.host.setFaults({});
+      iscsiadm.timeoutMs = saved;
+    }
+    expect(records()).toEqual([]);
+    // the lock was released: the same target stages and unstages at once
+    await stage('hung', ctxFor(iqn, 1), blockCapability());
+    await unstage('hung');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+  });
+});
+
 describe('a LUN that already holds another filesystem', () => {
   const iqn = 'iqn.2026-11.dev.test:xfs';
   let backing: string;
