@@ -2,15 +2,11 @@
 SHELL := /bin/bash
 CSI_SANITY_VERSION := v5.5.0
 GOBIN ?= $(shell go env GOPATH)/bin
-DEBIAN_PACKAGES := tgt libiscsi-bin open-iscsi xfsprogs e2fsprogs btrfs-progs util-linux
 
 .PHONY: deps build typecheck unit sanity test demo bench
 
 deps:
-	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(DEBIAN_PACKAGES)
-	npm ci --no-fund --no-audit
-	GOBIN=$(GOBIN) go install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@$(CSI_SANITY_VERSION)
+	GOBIN=$(GOBIN) CSI_SANITY_VERSION=$(CSI_SANITY_VERSION) scripts/install-deps.sh
 
 build:
 	npx tsc -p tsconfig.json
