@@ -23,8 +23,6 @@ export interface AttachResult {
   devicePath: string;
   paths: AttachedPath[];
   multipath?: { dm: string; name: string; wwid: string };
-  /** iface actually used (the clone when initiatorName was given) */
-  iface: string;
   deadPortals: { portal: string; reason: string }[];
 }
 
@@ -55,14 +53,14 @@ export async function prepareIface(host: NodeHost, target: TargetSpec, clonedNam
  */
 export async function connectPortals(host: NodeHost, target: TargetSpec, iface: string, log: Logger): Promise<PortalOutcome[]> {
   return host.targetLocks.withLock(target.iqn, async () => {
-    const hosts = await host.sysfs.portalHostMap(target.iqn);
+    const hosts = await host.sysfs.portalHostMap(target.iqn, iface);
     return Promise.all(target.portals.map(async (portal): Promise<PortalOutcome> => {
       const key = formatPortal(portal);
       try {
         let hostNumber = hosts.get(key);
         if (hostNumber === undefined) {
           await loginPortal(host, target, portal, iface, log);
-          hostNumber = (await host.sysfs.portalHostMap(target.iqn)).get(key);
+          hostNumber = (await host.sysfs.portalHostMap(target.iqn, iface)).get(key);
           if (hostNumber === undefined) throw new Internal(`logged in to ${key} but the session does not appear in sysfs`);
         }
         await host.sysfs.scanLun(hostNumber, target.lun);
@@ -110,7 +108,7 @@ function sessionChapSettings(chap: ChapCredentials | undefined): RecordSettings 
 }
 
 /** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */
-export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<Omit<AttachResult, 'iface'>> {
+export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<AttachResult> {
   const failures = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, error: o.error ?? new Internal('unknown failure') }));
   const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { portal: string; error: CsiError }> => {
     const byPath = host.devices.byPathLink(o.portal, target.iqn, target.lun);

@@ -256,22 +256,35 @@ export class Sysfs {
 
   /**
    * `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical), the same map
-   * as `topology(iqn).portalHostMap(iqn)`. Every stage asks for it under the target lock, so it reads
-   * only the sessions' target names and connections, never the LUN directories: its cost does not grow
+   * as `topology(iqn).portalHostMap(iqn)`, limited to the sessions made through `iface` when one is
+   * given. Every stage asks for it under the target lock, so it reads only the sessions' target names,
+   * ifaces and connections, never the LUN directories: its cost does not grow
    * with the LUNs already attached (a storm of N stages would otherwise walk O(N²) LUN directories).
    */
-  async portalHostMap(iqn: string): Promise<Map<string, number>> {
+  async portalHostMap(iqn: string, iface?: string): Promise<Map<string, number>> {
     const found = await this.sessionDirs();
     const sessions = await Promise.all(
       found.map(async (s) => {
         const session = await this.sessionEntries(s, iqn);
-        return session ? { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, session.entries)) } : null;
+        if (!session || !(await this.usesIface(s, iface))) return null;
+        return { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, session.entries)) };
       }),
     );
     const map = new Map<string, number>();
-    // in sid order, as topology() does: with two sessions to one portal (two ifaces) the later one wins
+    // in sid order, as topology() does
     for (const s of sessions.filter((x) => x !== null).sort((a, b) => a.sid - b.sid)) for (const p of s.portals) map.set(p, s.host);
     return map;
+  }
+
+  /**
+   * Whether a session was made through `iface` (its `ifacename` attribute, set by iscsid). A volume with
+   * its own initiator name has its own iface and sessions: a LUN must be scanned on those, not on
+   * another volume's session to the same portal. No iface asked, or an unreadable attribute, matches.
+   */
+  private async usesIface(s: SessionDir, iface: string | undefined): Promise<boolean> {
+    if (iface === undefined) return true;
+    const name = await readAttr(join(s.dir, 'iscsi_session', s.name, 'ifacename'));
+    return name === null || name === '' || name === '(null)' || name === iface;
   }
 
   async sessionsForTarget(iqn: string): Promise<{ sid: number; host: number; portal: string | null; state: string | null }[]> {

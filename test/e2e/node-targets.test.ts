@@ -114,6 +114,26 @@ describe('a volume with its own initiator name', () => {
   });
 });
 
+describe('two volumes of one target, one with its own initiator name', () => {
+  const iqn = 'iqn.2026-11.dev.test:two-initiators';
+  const initiator = 'iqn.2026-11.dev.test:volume-initiator-2';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }, { lun: 2, sizeBytes: 16 * MiB }], [sd.host.initiatorName, initiator]); });
+
+  it('scans each LUN on its own session: the node session is not borrowed for the other initiator', async () => {
+    await stage('mine', ctxFor(iqn, 1), blockCapability());
+    await stage('theirs', ctxFor(iqn, 2, { initiatorName: initiator }), blockCapability());
+    const sessions = await sessionsTo(iqn);
+    expect(sessions).toHaveLength(2);
+    const byInitiator = new Map(sessions.map((s) => [s.initiatorName, s.devices.map((d) => d.lun)]));
+    expect(byInitiator.get(sd.host.initiatorName)).toEqual([1]);
+    expect(byInitiator.get(initiator)).toEqual([2]);
+    await unstage('theirs');
+    expect((await sessionsTo(iqn)).map((s) => s.initiatorName)).toEqual([sd.host.initiatorName]);
+    await unstage('mine');
+    expect(await sessionsTo(iqn)).toEqual([]);
+  });
+});
+
 describe('portals', () => {
   const iqn = 'iqn.2026-11.dev.test:portals';
   beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
