@@ -24,7 +24,7 @@ export async function volumeStats(host: NodeHost, req: NodeGetVolumeStatsRequest
   if (record.accessType === 'block') {
     const bytes = record.devicePath ? await host.fs.blockDeviceSize(record.devicePath).catch(() => null) : null;
     if (bytes !== null) usage.push({ unit: 'BYTES', total: bytes, available: 0, used: 0 });
-  } else if (condition.abnormal === false || mounted.length > 0) {
+  } else if (mounted.length > 0) {
     const st = await host.fs.statfs(volumePath).catch(() => null);
     if (st) {
       usage.push({ unit: 'BYTES', total: st.totalBytes, available: st.availableBytes, used: st.usedBytes });
@@ -34,21 +34,18 @@ export async function volumeStats(host: NodeHost, req: NodeGetVolumeStatsRequest
   return { usage, volume_condition: condition };
 }
 
-/** The first problem found, in the order an operator would check them. */
+/** The first problem found, in the order an operator would check them; sysfs is read once. */
 export async function volumeCondition(host: NodeHost, record: VolumeRecord, volumePath: string): Promise<VolumeCondition> {
-  const sessions = await host.sysfs.sessionsForTarget(record.iqn);
+  const topology = await host.sysfs.topology(record.iqn);
+  const sessions = topology.sessionsForTarget(record.iqn);
   const live = sessions.filter((s) => s.state === 'LOGGED_IN');
   if (live.length === 0) {
     return { abnormal: true, message: sessions.length === 0 ? `no iSCSI session to ${record.iqn}` : `iSCSI session to ${record.iqn} is ${sessions.map((s) => s.state).join(', ')}` };
   }
-  const devices = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
-  if (devices.length === 0) return { abnormal: true, message: `LUN ${record.lun} of ${record.iqn} has no device on this node` };
-  const bad = [];
-  for (const d of devices) {
-    const state = await host.sysfs.deviceState(d);
-    if (state && state !== 'running') bad.push(`${d} is ${state}`);
-  }
-  if (bad.length === devices.length) return { abnormal: true, message: bad.join(', ') };
+  const luns = sessions.flatMap((s) => s.luns.filter((l) => l.lun === record.lun && l.devices.length > 0));
+  if (luns.length === 0) return { abnormal: true, message: `LUN ${record.lun} of ${record.iqn} has no device on this node` };
+  const bad = luns.filter((l) => l.state && l.state !== 'running').map((l) => `${l.devices.join(', ')} is ${l.state}`);
+  if (bad.length === luns.length) return { abnormal: true, message: bad.join(', ') };
   if (record.accessType === 'mount') {
     const health = await mountHealth(host.mounts, volumePath);
     if (health) return { abnormal: true, message: health };
