@@ -15,12 +15,14 @@ export async function publishVolume(host: NodeHost, req: NodePublishVolumeReques
   const { access, accessMode } = parseCapability(req.volume_capability, fallbackFs);
   if (!req.staging_target_path) throw new InvalidArgument('staging_target_path is required (the driver stages volumes)');
   const stagingPath = parsePath(req.staging_target_path, 'staging_target_path');
-  const readonly = req.readonly;
+  // a volume staged read-only (a reader-only access mode) is published read-only whatever the flag says
+  let readonly = req.readonly;
 
   const record = await host.metadata.load(volumeId);
   if (!record || record.phase !== 'staged') throw new FailedPrecondition(`volume ${volumeId} is not staged on this node; NodeStageVolume first`);
   if (record.stagingPath !== stagingPath) throw new InvalidArgument(`volume ${volumeId} is staged at ${record.stagingPath}, not ${stagingPath}`);
   if (record.accessType !== access.kind) throw new InvalidArgument(`volume ${volumeId} is staged as ${record.accessType}, not ${access.kind}`);
+  readonly ||= record.readonly;
 
   const mounted = await host.mounts.mountsAt(targetPath);
   if (mounted.length > 0) {

@@ -163,6 +163,24 @@ describe('portals', () => {
   });
 });
 
+describe('a reader-only volume', () => {
+  const iqn = 'iqn.2026-11.dev.test:reader';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+
+  it('is published read-only even when the publish flag says otherwise, and republishing is idempotent', async () => {
+    const cap = blockCapability('MULTI_NODE_READER_ONLY');
+    await stage('reader', ctxFor(iqn, 1), cap);
+    const target = join(work, 'reader-dev');
+    const publish = () => sd.client.call('Node', 'NodePublishVolume', { volume_id: 'reader', staging_target_path: join(work, 'reader-staging'), target_path: target, volume_capability: cap, readonly: false });
+    await publish();
+    await publish();
+    const line = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === target)!;
+    expect(line.split(' ')[5]!.split(',')).toContain('ro');
+    await sd.client.call('Node', 'NodeUnpublishVolume', { volume_id: 'reader', target_path: target });
+    await unstage('reader');
+  });
+});
+
 describe('a hung iscsiadm', () => {
   const iqn = 'iqn.2026-11.dev.test:hang';
   beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
