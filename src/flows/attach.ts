@@ -75,6 +75,7 @@ export async function connectPortals(host: NodeHost, target: TargetSpec, iface: 
 /** Step 5 for a portal without a session: discovery, CHAP, manual scan, login, manual startup. */
 async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, iface: string, log: Logger): Promise<void> {
   const discovery = { portal, iface };
+  host.forgottenNodes.touchPortal(formatPortal(portal), iface);
   orThrow(await host.iscsi.newDiscovery(discovery));
   if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
   const found = orThrow(await host.iscsi.discover(discovery)).value;

@@ -40,13 +40,20 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
     const others = (await host.metadata.list()).filter((r) => r.iqn === record.iqn && r.volumeId !== record.volumeId && r.phase !== 'detaching');
     // a session is (target, portal, iface): a volume with its own initiator name has its own sessions
     const inUse = new Set(others.flatMap((r) => r.portals.map((p) => `${p}|${r.iface}`)));
+    // sessions present now: a volume unstaged alongside may already have logged out of the portal
+    const sessions = await host.sysfs.portalHostMap(record.iqn, record.iface);
     let loggedOut = false;
     for (const portal of record.portals) {
       if (inUse.has(`${portal}|${record.iface}`)) continue;
       const node = { iqn: record.iqn, portal: parsePortal(portal), iface: record.iface };
-      orThrow(await host.iscsi.logout(node));
+      if (sessions.has(portal)) {
+        orThrow(await host.iscsi.logout(node));
+        loggedOut = true;
+      } else if (host.forgottenNodes.isForgotten(record.iqn, portal, record.iface)) {
+        continue; // logged out and deleted by this process already, nothing logged in since
+      }
       orThrow(await host.iscsi.deleteNode(node));
-      loggedOut = true;
+      host.forgottenNodes.forget(record.iqn, portal, record.iface);
     }
     if (others.length > 0) log.info({ iqn: record.iqn, stillUsedBy: others.length }, 'target still used by other volumes on this node: session kept');
     return loggedOut;

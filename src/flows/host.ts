@@ -11,6 +11,7 @@ import { MetadataStore } from '../host/metadata.js';
 import { Mounts } from '../host/mounts.js';
 import { Multipath } from '../host/multipath.js';
 import { Sysfs } from '../host/sysfs.js';
+import { ForgottenNodes } from './node-records.js';
 
 export interface NodeHost {
   cfg: Config;
@@ -22,6 +23,8 @@ export interface NodeHost {
   multipath: Multipath;
   metadata: MetadataStore;
   targetLocks: TargetLock;
+  /** node records this process logged out of and deleted (see node-records.ts) */
+  forgottenNodes: ForgottenNodes;
 }
 
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
@@ -33,6 +36,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     devices: new Devices(cfg.host.devRoot, sysfs),
     metadata: new MetadataStore(cfg.stateDir),
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
+    forgottenNodes: new ForgottenNodes(),
   };
 }
 

@@ -69,6 +69,31 @@ describe('two LUNs of one target', () => {
   });
 });
 
+describe('every volume of a target unstaged at once', () => {
+  const iqn = 'iqn.2026-11.dev.test:drain';
+  const luns = [1, 2, 3, 4, 5, 6];
+  beforeAll(async () => { await sd.host.createTarget(iqn, luns.map((lun) => ({ lun, sizeBytes: 16 * MiB }))); });
+
+  it('logs out and deletes the node record once, not once per volume', async () => {
+    await Promise.all(luns.map((lun) => stage(`drain${lun}`, ctxFor(iqn, lun), blockCapability())));
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    const before = sd.runner.stats.byName.iscsiadm ?? 0;
+    await Promise.all(luns.map((lun) => unstage(`drain${lun}`)));
+    // a node drain: each unstage finds no other user once the others are detaching, yet only the
+    // first has anything to do (one `--logout`, one `-o delete`)
+    expect((sd.runner.stats.byName.iscsiadm ?? 0) - before).toBe(2);
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+    // and the target stages again afterwards: a new login
+    await stage('drain1', ctxFor(iqn, 1), blockCapability());
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    await unstage('drain1');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+  });
+});
+
 describe('CHAP', () => {
   const iqn = 'iqn.2026-11.dev.test:chap';
   const secrets = { 'node.session.auth.username': 'alice', 'node.session.auth.password': 'Secretpass123' };
