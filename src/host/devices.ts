@@ -95,10 +95,9 @@ export function waitUntil<T>(
     };
 
     const relevantFor = (dir: string, filename: string | null): boolean => {
-      const own = targets.filter((t) => t.dir === dir);
       // an ancestor standing in for a missing directory: any change may be that directory appearing
-      if (own.length === 0) return true;
-      return own.some((t) => !t.relevant || t.relevant(filename));
+      if (targets.some((t) => t.dir !== dir && !watchers.has(t.dir) && isInside(dir, t.dir))) return true;
+      return targets.some((t) => t.dir === dir && (!t.relevant || t.relevant(filename)));
     };
 
     const ensureWatches = (): void => {
@@ -181,14 +180,23 @@ export class Devices {
    */
   async waitForDevice(link: string, opts: WaitOptions): Promise<DeviceWaitResult> {
     const name = basename(link);
+    // udev links to a node that exists; a simulated host may create the link first: the node
+    // appearing in the /dev root then completes the wait without a poll. Only a wait that has seen its
+    // link dangling looks at /dev root changes: a storm of N waits would otherwise re-check all N links
+    // on each of the N new nodes.
+    let dangling = false;
     const r = await waitUntil(
       [
         { dir: dirname(link), root: this.devRoot, relevant: (f) => f === null || f === name },
-        // udev links to a node that exists; a simulated host may create the link first: the node
-        // appearing in the /dev root then completes the wait without a poll
-        { dir: this.devRoot, root: this.devRoot },
+        { dir: this.devRoot, root: this.devRoot, relevant: () => dangling },
       ],
-      () => resolveExisting(link),
+      async () => {
+        const device = await resolveExisting(link);
+        if (device !== null || !(await isSymlink(link))) return device;
+        dangling = true;
+        // the node may have come between the two looks, before /dev root changes counted: look again
+        return resolveExisting(link);
+      },
       opts,
     );
     return r.ok ? { ok: true, device: r.value, link, waitedMs: r.waitedMs } : r;
@@ -263,6 +271,14 @@ export class Devices {
       opts,
     );
     return r.ok ? { ok: true, holder: r.value.holder, device: r.value.device, waitedMs: r.waitedMs } : r;
+  }
+}
+
+async function isSymlink(path: string): Promise<boolean> {
+  try {
+    return (await fs.lstat(path)).isSymbolicLink();
+  } catch {
+    return false;
   }
 }
 

@@ -104,6 +104,20 @@ describe('waitForDevice', () => {
     expect(await waiting).toMatchObject({ ok: true, device: join(devRoot, 'sde') });
   });
 
+  it('a link made before its node, after the wait began, completes when the node appears (no poll)', async () => {
+    await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
+    const link = devices.byPathLink(parsePortal('127.0.0.1'), IQN, 5);
+    const waiting = devices.waitForDevice(link, { deadlineMs: 5000, ...NO_POLL });
+    await sleep(20);
+    await fs.writeFile(join(devRoot, 'sdy'), ''); // another device's node: not this wait's business
+    await fs.symlink('../../sdf', link);
+    await sleep(20);
+    const created = performance.now();
+    await fs.writeFile(join(devRoot, 'sdf'), '');
+    expect(await waiting).toMatchObject({ ok: true, device: join(devRoot, 'sdf') });
+    expect(performance.now() - created).toBeLessThan(REACTION_BUDGET_MS);
+  });
+
   it('times out with a typed result and releases its watchers and timers', async () => {
     await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
     const before = await fsWatchers();
