@@ -5,7 +5,8 @@
 # is put in place for the install when the machine has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PACKAGES=(tgt libiscsi-bin open-iscsi xfsprogs e2fsprogs btrfs-progs util-linux)
+# gcc, libc6-dev: the simulated host compiles its native fake-command client (test/sim/sim-cli.c)
+PACKAGES=(tgt libiscsi-bin open-iscsi xfsprogs e2fsprogs btrfs-progs util-linux gcc libc6-dev)
 CSI_SANITY_VERSION=${CSI_SANITY_VERSION:-v5.5.0}
 POLICY=/usr/sbin/policy-rc.d
 

@@ -13,7 +13,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
-import { truncate, writeFile, rename } from 'node:fs/promises';
+import { mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,7 +28,7 @@ import { DEFAULT_ISCSID_CONF } from './records.js';
 import type { Faults } from './faults.js';
 import type { SessionSummary } from './kernel.js';
 import { readMountInfo, type MountEntry } from './mountinfo.js';
-import { request, type StateReply, type Tool } from './protocol.js';
+import { request, TOOLS, type StateReply, type Tool } from './protocol.js';
 import { execTool } from './sysfs.js';
 
 export type { Faults } from './faults.js';
@@ -37,7 +37,11 @@ export type { SessionSummary } from './kernel.js';
 const KERNEL_START_TIMEOUT_MS = 15_000;
 const KERNEL_STOP_TIMEOUT_MS = 30_000;
 const SIM_COMMAND_TIMEOUT_MS = 30_000;
-const TOOLS: Tool[] = ['iscsiadm', 'multipath', 'multipathd'];
+/** a cold `cc -O2` of sim-cli.c takes ~0.2 s; this only bounds a wedged compiler */
+const NATIVE_CLIENT_BUILD_TIMEOUT_MS = 60_000;
+
+/** Which client answers for R/bin/*: the native sim-cli.bin (ms to start) or node sim-cli.js (~80 ms). */
+export type SimClient = 'native' | 'node';
 
 export interface SimulatedHostOptions {
   /** absolute root; default a fresh /tmp/iscsi-sim-XXXXXX */
@@ -47,6 +51,8 @@ export interface SimulatedHostOptions {
   tgtd?: TgtDaemon;
   /** simulated kernel's log level on stderr (default $SIM_LOG or warn) */
   logLevel?: 'debug' | 'info' | 'warn' | 'error';
+  /** client behind R/bin/* (default: $SIM_CLI if 'node', else native; node when it cannot be built) */
+  client?: SimClient;
 }
 
 export interface LunSpec { lun: number; sizeBytes: number }
@@ -68,6 +74,61 @@ export function distDir(): string {
   return here.endsWith(marker) ? here.slice(0, -'/test/sim'.length) : resolve(here, '../../dist');
 }
 
+/** The checkout holding dist/ (where test/sim/sim-cli.c lives). */
+export function repoDir(): string {
+  return dirname(distDir());
+}
+
+let nativeClient: Promise<string | undefined> | undefined;
+
+/**
+ * The native fake-command client, dist/test/sim/sim-cli.bin, compiled from test/sim/sim-cli.c when
+ * missing or older than the source. Resolves undefined (after one warning on stderr) when it cannot
+ * be built; the fake commands then run the Node client.
+ */
+export function nativeClientBinary(): Promise<string | undefined> {
+  nativeClient ??= buildNativeClient().catch((e: Error) => {
+    const why = e.message.trim().split('\n').slice(0, 6).join('\n  ');
+    process.stderr.write(`simulated host: cannot build the native fake-command client, using the Node client (~80 ms per call):\n  ${why}\n`);
+    return undefined;
+  });
+  return nativeClient;
+}
+
+async function buildNativeClient(): Promise<string> {
+  const src = join(repoDir(), 'test/sim/sim-cli.c');
+  const bin = join(distDir(), 'test/sim/sim-cli.bin');
+  const srcTime = (await stat(src)).mtimeMs;
+  const binTime = await stat(bin).then((s) => s.mtimeMs, () => undefined);
+  if (binTime !== undefined && binTime >= srcTime) return bin;
+  await mkdir(dirname(bin), { recursive: true });
+  // compile under a private name and rename: a concurrent host never runs a half-written binary
+  const tmp = `${bin}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await new Promise<void>((res, rej) => {
+      execFile('cc', ['-O2', '-Wall', '-o', tmp, src], { timeout: NATIVE_CLIENT_BUILD_TIMEOUT_MS, killSignal: 'SIGKILL' }, (err, _stdout, stderr) => {
+        if (!err) res();
+        else rej(new Error(`cc -O2 -Wall -o ${tmp} ${src}: ${err.killed ? `timed out after ${NATIVE_CLIENT_BUILD_TIMEOUT_MS} ms` : (stderr || err.message)}`));
+      });
+    });
+    await rename(tmp, bin);
+  } finally {
+    await rm(tmp, { force: true });
+  }
+  return bin;
+}
+
+/** One word for /bin/sh, whatever it holds. */
+function shQuote(s: string): string {
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** R/bin/<tool>: exec the native client (else the Node one) with the host's root; the tool's arguments follow verbatim. */
+function fakeCommandScript(nativeBin: string | undefined, root: string, tool: Tool): string {
+  const argv = nativeBin ? [nativeBin] : [process.execPath, join(distDir(), 'test/sim/sim-cli.js')];
+  return `#!/bin/sh\nexec ${[...argv, '--sim-root', root, '--tool', tool].map(shQuote).join(' ')} "$@"\n`;
+}
+
 export class SimulatedHost {
   readonly paths: SimPaths;
   private destroyed = false;
@@ -77,6 +138,8 @@ export class SimulatedHost {
     readonly initiatorName: string,
     readonly tgtd: TgtDaemon,
     readonly multipath: boolean,
+    /** the client behind R/bin/* */
+    readonly client: SimClient,
     private readonly ownsTgtd: boolean,
     private readonly kernel: ChildProcess,
   ) {
@@ -101,10 +164,12 @@ export class SimulatedHost {
     ].join('\n'));
     writeFileSync(paths.iscsidConf, DEFAULT_ISCSID_CONF);
     writeFileSync(paths.faults, '{}\n');
-    const cli = join(distDir(), 'test/sim/sim-cli.js');
+    const wanted: SimClient = opts.client ?? (process.env.SIM_CLI === 'node' ? 'node' : 'native');
+    const nativeBin = wanted === 'native' ? await nativeClientBinary() : undefined;
+    const client: SimClient = nativeBin ? 'native' : 'node';
     for (const tool of TOOLS) {
       const file = join(paths.bin, tool);
-      writeFileSync(file, `#!/bin/sh\nexec '${process.execPath}' '${cli}' --sim-root '${root}' --tool ${tool} "$@"\n`);
+      writeFileSync(file, fakeCommandScript(nativeBin, root, tool));
       chmodSync(file, 0o755);
     }
 
@@ -117,7 +182,12 @@ export class SimulatedHost {
       rmSync(root, { recursive: true, force: true });
       throw e;
     }
-    return new SimulatedHost(root, initiatorName, tgtd, !!opts.multipath, !opts.tgtd, kernel);
+    return new SimulatedHost(root, initiatorName, tgtd, !!opts.multipath, client, !opts.tgtd, kernel);
+  }
+
+  /** pid of the simulated kernel process (the benchmark counts its CPU time) */
+  get kernelPid(): number {
+    return this.kernel.pid ?? 0;
   }
 
   /** portals of the host's tgtd ("127.0.0.1:PORT") */

@@ -9,7 +9,10 @@ import { rmSync } from 'node:fs';
 import { SimKernel, type LogFn } from './kernel.js';
 import { hangOpsOf, iscsiadm } from './iscsiadm.js';
 import { multipath, multipathd } from './multipath.js';
-import type { AdminRequest, StateReply, ToolReply, ToolRequest } from './protocol.js';
+import {
+  BINARY_REQUEST_MAGIC, encodeBinaryToolReply, isTool, parseBinaryToolRequest,
+  type AdminRequest, type StateReply, type ToolReply, type ToolRequest,
+} from './protocol.js';
 import type { HangOp } from './faults.js';
 
 const LEVELS = ['debug', 'info', 'warn', 'error'] as const;
@@ -38,6 +41,7 @@ async function main(): Promise<void> {
   await kernel.init();
 
   const handleTool = async (req: ToolRequest): Promise<ToolReply> => {
+    if (!isTool(req.tool)) return { stdout: '', stderr: `sim-kernel: unknown tool ${JSON.stringify(req.tool)}\n`, code: 1 };
     const hang = kernel.faults().hang ?? [];
     const ops: HangOp[] = req.tool === 'iscsiadm' ? hangOpsOf(req.argv) : [req.tool];
     if (ops.some((op) => hang.includes(op))) {
@@ -64,7 +68,30 @@ async function main(): Promise<void> {
     return stopping;
   };
 
-  const serve = async (sock: Socket, line: string): Promise<void> => {
+  // Answers one request, whichever wire form it came in: the same faults, serialisation and ordering.
+  function answer(req: ToolRequest): Promise<ToolReply>;
+  function answer(req: ToolRequest | AdminRequest): Promise<unknown>;
+  async function answer(req: ToolRequest | AdminRequest): Promise<unknown> {
+    // Control-file writes made before this request was sent are reported by the same or an earlier
+    // poll round: let their callbacks queue their work first, so a request sees their effect.
+    await new Promise((r) => setImmediate(r));
+    try {
+      if ('tool' in req) return await handleTool(req);
+      if (req.admin === 'ping') return { ok: true };
+      if (req.admin === 'sessions') return await kernel.serial(async () => state());
+      if (req.admin === 'faults') return await kernel.serial(async () => { await kernel.applySessionFaults(); return { ok: true }; });
+      if (req.admin === 'shutdown') {
+        await stop();
+        return { ok: true };
+      }
+      return { error: 'unknown request' };
+    } catch (e) {
+      log('error', 'request failed', { error: (e as Error).stack ?? String(e) });
+      return { stdout: '', stderr: `${'tool' in req ? req.tool : 'kernel'}: internal error in the simulated kernel: ${(e as Error).message}\n`, code: 9 };
+    }
+  }
+
+  const serveJson = async (sock: Socket, line: string): Promise<void> => {
     let req: ToolRequest | AdminRequest;
     try {
       req = JSON.parse(line) as ToolRequest | AdminRequest;
@@ -72,38 +99,40 @@ async function main(): Promise<void> {
       sock.end(JSON.stringify({ stdout: '', stderr: 'bad request\n', code: 1 }) + '\n');
       return;
     }
-    // Control-file writes made before this request was sent are reported by the same or an earlier
-    // poll round: let their callbacks queue their work first, so a request sees their effect.
-    await new Promise((r) => setImmediate(r));
-    let reply: unknown;
-    try {
-      if ('tool' in req) reply = await handleTool(req);
-      else if (req.admin === 'ping') reply = { ok: true };
-      else if (req.admin === 'sessions') reply = await kernel.serial(async () => state());
-      else if (req.admin === 'faults') reply = await kernel.serial(async () => { await kernel.applySessionFaults(); return { ok: true }; });
-      else if (req.admin === 'shutdown') {
-        await stop();
-        reply = { ok: true };
-      } else reply = { error: 'unknown request' };
-    } catch (e) {
-      log('error', 'request failed', { error: (e as Error).stack ?? String(e) });
-      reply = { stdout: '', stderr: `${'tool' in req ? req.tool : 'kernel'}: internal error in the simulated kernel: ${(e as Error).message}\n`, code: 9 };
-    }
+    const reply = await answer(req);
     sock.end(JSON.stringify(reply) + '\n');
     if ('admin' in req && req.admin === 'shutdown') setImmediate(() => process.exit(0));
   };
 
+  const serveBinary = async (sock: Socket, req: ToolRequest): Promise<void> => {
+    sock.end(encodeBinaryToolReply(await answer(req)));
+  };
+
+  const BINARY_FIRST_BYTE = BINARY_REQUEST_MAGIC.charCodeAt(0);
+  const NEWLINE = 0x0a;
   const server = createServer((sock) => {
-    let buf = '';
-    sock.setEncoding('utf8');
+    // one request per connection: bytes after it are ignored
+    let buf: Buffer = Buffer.alloc(0);
+    let taken = false;
     sock.on('error', () => undefined);
-    sock.on('data', (d: string) => {
-      buf += d;
-      const nl = buf.indexOf('\n');
+    sock.on('data', (d: Buffer) => {
+      if (taken) return;
+      buf = buf.length ? Buffer.concat([buf, d]) : d;
+      if (buf[0] === BINARY_FIRST_BYTE) {
+        const p = parseBinaryToolRequest(buf);
+        if (p.state === 'incomplete') return;
+        taken = true;
+        buf = Buffer.alloc(0);
+        if (p.state === 'bad') sock.end(encodeBinaryToolReply({ stdout: '', stderr: `sim-kernel: bad request: ${p.error}\n`, code: 1 }));
+        else void serveBinary(sock, { tool: p.tool as ToolRequest['tool'], argv: p.argv });
+        return;
+      }
+      const nl = buf.indexOf(NEWLINE);
       if (nl >= 0) {
-        const line = buf.slice(0, nl);
-        buf = '';
-        void serve(sock, line);
+        taken = true;
+        const line = buf.subarray(0, nl).toString('utf8');
+        buf = Buffer.alloc(0);
+        void serveJson(sock, line);
       }
     });
   });

@@ -1,6 +1,7 @@
 // The fake host commands (iscsiadm, multipath, multipathd) as one thin client: it hands its argv to
 // the simulated kernel and prints the reply's stdout/stderr and exits with its code. R/bin/<tool>
-// runs `node <abs>/dist/test/sim/sim-cli.js --sim-root R --tool <tool> "$@"`.
+// runs `node <abs>/dist/test/sim/sim-cli.js --sim-root R --tool <tool> "$@"` when the native client
+// (sim-cli.c, the same behaviour without a Node start) cannot be built, or on request (SIM_CLI=node).
 // Kept to node:net only so a call costs little more than Node's startup.
 import { connect } from 'node:net';
 import { join } from 'node:path';
