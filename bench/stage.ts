@@ -16,11 +16,16 @@ import { parseArgs } from 'node:util';
 import { Devices } from '../src/host/devices.js';
 import { Sysfs } from '../src/host/sysfs.js';
 import { blockCapability, mountCapability, startSimDriver, type SimDriver } from '../test/helpers/sim-driver.js';
+import { cpuBetween, cpuSnapshot, type CpuRole, type CpuUse } from './cpu.js';
 import { commandLabel, installInstrumentation, isLogin, recordCommands, Recorder, type CommandEvent } from './instrument.js';
 import { formatTally, max, ms, overlap, percentile, sum, table, tally } from './stats.js';
 
 const MiB = 1024 * 1024;
 const IQN_PREFIX = 'iqn.2026-11.dev.bench';
+const ROLE_DRIVER = 'driver + gRPC client (this process)';
+const ROLE_COMMANDS = "driver's commands (fake iscsiadm, blockdev, mkfs, …)";
+const ROLE_KERNEL = 'simulated kernel (+ its losetup, tgtadm)';
+const ROLE_TGTD = 'tgtd';
 /** Budgets from issue 4. */
 const BUDGET_WARM_OWN_P50_MS = 20;
 const BUDGET_STORM_SPEEDUP = 4;
@@ -125,6 +130,15 @@ class Bench {
 
   async unstage(volumeId: string): Promise<void> {
     await this.sd.client.call('Node', 'NodeUnstageVolume', { volume_id: volumeId, staging_target_path: join(this.work, volumeId) });
+  }
+
+  /** who uses the CPU during a storm: the driver (with the client), what it runs, the simulated kernel, tgtd */
+  cpuRoles(): CpuRole[] {
+    return [
+      { name: ROLE_DRIVER, pid: process.pid, children: ROLE_COMMANDS },
+      { name: ROLE_KERNEL, pid: this.sd.host.kernelPid },
+      { name: ROLE_TGTD, pid: this.sd.host.tgtd.pid },
+    ];
   }
 
   async sessionsOf(iqn: string): Promise<{ sessions: number; devices: number }> {
@@ -258,6 +272,8 @@ interface StormResult {
   heldWhileWaiting: { lun: number; overlapMs: number }[];
   unstageWall: number;
   unstageLeftSessions: number;
+  /** CPU used by the machine and by each role during the stages */
+  cpu: CpuUse;
 }
 
 async function storm(b: Bench, kind: Kind, mode: StormResult['mode'], warm: boolean, tag: string, opts: Options): Promise<StormResult> {
@@ -269,6 +285,7 @@ async function storm(b: Bench, kind: Kind, mode: StormResult['mode'], warm: bool
   const holderId = `storm-${tag}-holder`;
   try {
     if (warm) await b.stage(holderId, iqn, holderLun, 'block');
+    const c0 = cpuSnapshot();
     const t0 = performance.now();
     let calls: StageCall[];
     if (mode === 'concurrent') {
@@ -278,6 +295,7 @@ async function storm(b: Bench, kind: Kind, mode: StormResult['mode'], warm: bool
       for (const [i, lun] of luns.entries()) calls.push(await b.stage(ids[i]!, iqn, lun, kind));
     }
     const t1 = performance.now();
+    const cpu = cpuBetween(c0, cpuSnapshot(), b.cpuRoles());
     const seen = await b.sessionsOf(iqn);
     const walk = await b.topologyWalk(iqn);
     const w = b.rec.window(t0, t1);
@@ -336,6 +354,7 @@ async function storm(b: Bench, kind: Kind, mode: StormResult['mode'], warm: bool
       heldWhileWaiting,
       unstageWall,
       unstageLeftSessions: left.sessions,
+      cpu,
     };
   } finally {
     await b.sd.host.deleteTarget(iqn).catch(() => undefined);
@@ -443,6 +462,22 @@ function stormSection(results: StormResult[]): string[] {
       lines.push(`    the login alone (${ms(login)}) bounds a cold storm's speed-up at ≈ ${(s.wall / login).toFixed(2)}× on this host`);
     }
   }
+  lines.push('', '  CPU during the stages (from /proc; per volume in brackets). A storm cannot end before the machine');
+  lines.push('  has done its CPU work: busy time / cores is its floor on this machine, whatever the driver does.');
+  const cpuRows: string[][] = [['', ...results.map((r) => `${stormName(r)}, ${r.mode === 'concurrent' ? 'storm' : 'one by one'}`)]];
+  const perVol = (r: StormResult, v: number): string => `${ms(v)} (${ms(v / r.volumes)})`;
+  cpuRows.push(['wall', ...results.map((r) => ms(r.wall))]);
+  cpuRows.push(['CPU busy, whole machine', ...results.map((r) => perVol(r, r.cpu.busyMs))]);
+  cpuRows.push([`machine use (busy / wall × ${results[0]?.cpu.cores ?? '?'} CPUs)`, ...results.map((r) => `${(r.cpu.utilisation * 100).toFixed(0)} %`)]);
+  cpuRows.push(['floor: busy / CPUs', ...results.map((r) => ms(r.cpu.floorMs))]);
+  for (const role of [...new Set(results.flatMap((r) => [...r.cpu.byRole.keys()]))]) {
+    cpuRows.push([`  ${role}`, ...results.map((r) => perVol(r, r.cpu.byRole.get(role) ?? 0))]);
+  }
+  lines.push(table(cpuRows));
+  for (const c of results.filter((r) => r.mode === 'concurrent')) {
+    const s = results.find((r) => r.kind === c.kind && r.warm === c.warm && r.mode === 'sequential');
+    if (s) lines.push(`  ${stormName(c)}: the storm's CPU floor ${ms(c.cpu.floorMs)} caps its speed-up over one by one (${ms(s.wall)}) at ${(s.wall / c.cpu.floorMs).toFixed(2)}× on this machine; measured ${(s.wall / c.wall).toFixed(2)}×`);
+  }
   lines.push('', '  Where a storm volume\'s time goes (per volume, p50 / p95):');
   const phaseRows: string[][] = [['', ...results.filter((r) => r.mode === 'concurrent').map(stormName)]];
   const phase = (label: string, pick: (p: VolumePhases) => number): void => {
@@ -544,6 +579,11 @@ async function main(): Promise<void> {
       const pick = (mode: StormResult['mode']): number => storms.find((r) => r.kind === 'block' && r.warm === warmSession && r.mode === mode)!.wall;
       return pick('sequential') / pick('concurrent');
     };
+    /** the most a storm could gain here: one-by-one wall over the storm's CPU floor (busy time / cores) */
+    const cpuCap = (warmSession: boolean): number => {
+      const pick = (mode: StormResult['mode']): StormResult => storms.find((r) => r.kind === 'block' && r.warm === warmSession && r.mode === mode)!;
+      return pick('sequential').wall / pick('concurrent').cpu.floorMs;
+    };
     const blockSpeedup = speedup(false);
     const warmSpeedup = speedup(true);
     const linkP50 = percentile(link.reactions, 50);
@@ -574,7 +614,7 @@ async function main(): Promise<void> {
       table([
         ['budget', 'figure', 'verdict'],
         [`driver's own time per warm stage, p50 < ${BUDGET_WARM_OWN_P50_MS} ms`, ms(warmOwnP50), warmOwnP50 < BUDGET_WARM_OWN_P50_MS ? 'met' : 'MISSED'],
-        [`${opts.storm}-volume block storm ≥ ${BUDGET_STORM_SPEEDUP}× faster than sequential`, `${blockSpeedup.toFixed(2)}× (warm session ${warmSpeedup.toFixed(2)}×)`,
+        [`${opts.storm}-volume block storm ≥ ${BUDGET_STORM_SPEEDUP}× faster than sequential`, `${blockSpeedup.toFixed(2)}× (warm session ${warmSpeedup.toFixed(2)}×); CPU cap here ${cpuCap(false).toFixed(2)}× (warm ${cpuCap(true).toFixed(2)}×)`,
           blockSpeedup >= BUDGET_STORM_SPEEDUP ? 'met' : warmSpeedup >= BUDGET_STORM_SPEEDUP ? 'met on a warm session only' : 'MISSED'],
         ['one login per storm (none on a warm session)', storms.map((r) => r.logins).join(', '), stormsOk ? 'met' : 'MISSED'],
         ['IQN lock never held while waiting for a device', `${sum(storms.map((r) => r.heldWhileWaiting.length))} overlaps`, lockOk ? 'met' : 'MISSED'],
