@@ -2,7 +2,10 @@
 // - KeyedMutex: in-process, per key, waiters served first come first served.
 // - TargetLock: KeyedMutex plus a proper-lockfile lock per target IQN under <stateDir>/locks, so two
 //   driver processes on one node (a rolling upgrade) never interleave login/scan/logout of a target.
-//   A lock left by a crashed process goes stale (its mtime stops being refreshed) and is taken over.
+//   The file lock is handed from one in-process holder to the next while callers queue (a storm of
+//   stages to one target takes and drops it once, not once per volume). A lock left by a crashed
+//   process is taken over at once when its owner record shows the owner is gone (same boot and PID
+//   namespace, no such process), else once it goes stale (its mtime stops being refreshed).
 // - OperationGuard: never waits; a second operation on the same volume is refused with ABORTED, as the
 //   CSI spec allows, and kubelet retries it.
 import { promises as fs } from 'node:fs';
@@ -11,6 +14,7 @@ import lockfile from 'proper-lockfile';
 import { Aborted } from '../errors.js';
 import type { Logger } from '../log.js';
 import { safeFileKey } from './validate.js';
+import { lockOwnerGone, readLockOwner, removeLockOwner, writeLockOwner } from './lock-owner.js';
 
 export class KeyedMutex {
   /** per key: the resolvers of waiting callers, in arrival order; present while the key is held */
@@ -18,6 +22,11 @@ export class KeyedMutex {
 
   isLocked(key: string): boolean {
     return this.queues.has(key);
+  }
+
+  /** Whether callers are queued behind the current holder of `key`. */
+  hasWaiters(key: string): boolean {
+    return (this.queues.get(key)?.length ?? 0) > 0;
   }
 
   /** Runs `fn` holding `key`; waits (FIFO) while another caller holds it. Always releases. */
@@ -62,9 +71,21 @@ const RETRY_MIN_MS = 20;
 const RETRY_MAX_MS = 250;
 const RETRY_FACTOR = 1.5;
 const LOCK_DIR_MODE = 0o700;
+/**
+ * In-process holders that may follow one another under one take of the file lock before it is
+ * dropped and taken again, so a driver process on the other side of a rolling upgrade gets its turn.
+ */
+const MAX_HANDOVERS = 64;
+
+interface HeldFileLock {
+  release: () => Promise<void>;
+  handovers: number;
+}
 
 export class TargetLock {
   private readonly mutex = new KeyedMutex();
+  /** file locks held by this process, by IQN, while in-process callers hand the target to each other */
+  private readonly fileLocks = new Map<string, HeldFileLock>();
   private readonly staleMs: number;
   private readonly retries: number;
   private readonly logger: Logger | undefined;
@@ -87,31 +108,68 @@ export class TargetLock {
   /** Runs `fn` holding the target's lock in this process and on this node. Always releases. */
   async withLock<T>(iqn: string, fn: () => Promise<T> | T): Promise<T> {
     return this.mutex.withLock(iqn, async () => {
-      const lockPath = this.lockPath(iqn);
-      await fs.mkdir(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
-      let release: () => Promise<void>;
-      try {
-        release = await lockfile.lock(lockPath.slice(0, -'.lock'.length), {
-          lockfilePath: lockPath,
-          realpath: false,
-          stale: this.staleMs,
-          retries: { retries: this.retries, minTimeout: RETRY_MIN_MS, maxTimeout: RETRY_MAX_MS, factor: RETRY_FACTOR },
-          // the default throws from a timer and would crash the driver; a compromised lock (its
-          // directory removed or not refreshable) is reported and the operation carries on
-          onCompromised: (err) => this.logger?.error({ iqn, lockPath, err: err.message }, 'target lock compromised'),
-        });
-      } catch (e) {
-        if ((e as { code?: string }).code === 'ELOCKED') {
-          throw new Aborted(`target ${iqn} is locked by another driver process (${lockPath}); retry later`);
-        }
-        throw e;
+      let held = this.fileLocks.get(iqn);
+      if (held) held.handovers += 1;
+      else {
+        held = { release: await this.takeFileLock(iqn), handovers: 0 };
+        this.fileLocks.set(iqn, held);
       }
       try {
         return await fn();
       } finally {
-        await release().catch((err: Error) => this.logger?.warn({ iqn, lockPath, err: err.message }, 'releasing target lock failed'));
+        // still inside the mutex: a caller arriving now waits for it and then finds no file lock held
+        if (!this.mutex.hasWaiters(iqn) || held.handovers >= MAX_HANDOVERS) {
+          this.fileLocks.delete(iqn);
+          await held.release();
+        }
       }
     });
+  }
+
+  /** Takes the target's lock file (waiting for another process); returns its release, which never throws. */
+  private async takeFileLock(iqn: string): Promise<() => Promise<void>> {
+    const lockPath = this.lockPath(iqn);
+    await fs.mkdir(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
+    await this.takeOverFromDeadOwner(iqn, lockPath);
+    let release: () => Promise<void>;
+    try {
+      release = await lockfile.lock(lockPath.slice(0, -'.lock'.length), {
+        lockfilePath: lockPath,
+        realpath: false,
+        stale: this.staleMs,
+        retries: { retries: this.retries, minTimeout: RETRY_MIN_MS, maxTimeout: RETRY_MAX_MS, factor: RETRY_FACTOR },
+        // the default throws from a timer and would crash the driver; a compromised lock (its
+        // directory removed or not refreshable) is reported and the operation carries on
+        onCompromised: (err) => this.logger?.error({ iqn, lockPath, err: err.message }, 'target lock compromised'),
+      });
+    } catch (e) {
+      if ((e as { code?: string }).code === 'ELOCKED') {
+        throw new Aborted(`target ${iqn} is locked by another driver process (${lockPath}); retry later`);
+      }
+      throw e;
+    }
+    await writeLockOwner(lockPath).catch((err: Error) => this.logger?.warn({ iqn, lockPath, err: err.message }, 'cannot record the target lock owner; a crash would leave the lock until it goes stale'));
+    return async () => {
+      await removeLockOwner(lockPath);
+      await release().catch((err: Error) => this.logger?.warn({ iqn, lockPath, err: err.message }, 'releasing target lock failed'));
+    };
+  }
+
+  /**
+   * A lock whose recorded owner is certainly gone (same boot and PID namespace, and no process with
+   * that pid and start time) is removed now rather than after the stale period: a driver restarted
+   * after a crash attaches at once. Anything uncertain is left to proper-lockfile's staleness rule.
+   */
+  private async takeOverFromDeadOwner(iqn: string, lockPath: string): Promise<void> {
+    const owner = await readLockOwner(lockPath);
+    if (!owner || !(await lockOwnerGone(lockPath, owner))) return;
+    try {
+      await fs.rmdir(lockPath);
+    } catch {
+      return; // released or taken over meanwhile: the normal path decides
+    }
+    await removeLockOwner(lockPath);
+    this.logger?.warn({ iqn, lockPath, ownerPid: owner.pid }, 'took over a target lock left by a process that is gone');
   }
 }
 

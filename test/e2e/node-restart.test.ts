@@ -1,7 +1,7 @@
 // The driver killed in the middle of a stage (SIGKILL, no cleanup) and started again: stage and
 // unstage still converge, and nothing is leaked (no session, node record, iface, record or mount).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
@@ -81,6 +81,42 @@ describe('a driver killed mid-stage', () => {
     expect(existsSync(join(host.root, 'var/lib/iscsi/nodes', iqn))).toBe(false);
     expect(readdirSync(join(stateDir, 'volumes'))).toEqual([]);
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(staging);
+    client.close();
+    driver.kill('SIGTERM');
+    await new Promise((r) => driver.once('exit', r));
+  });
+
+  it('killed while holding the target lock (stuck in login): the restarted driver takes the lock over at once', async () => {
+    const iqn = 'iqn.2026-11.dev.test:crash-in-lock';
+    await host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
+    const staging = join(stateDir, 'staging-in-lock');
+    const req = { volume_id: 'crash-in-lock', staging_target_path: staging, volume_capability: blockCapability(), volume_context: { targetPortal: host.portals[0]!, iqn, lun: '1' } };
+    const lockDir = join(stateDir, 'locks');
+    await host.setFaults({ hang: ['login'] });
+    let driver = await startDriverProcess();
+    let client = new CsiClient(endpoint);
+    const pending = client.call('Node', 'NodeStageVolume', req).catch((e: Error) => e);
+    // the login hangs inside the target lock: its directory and owner record are there
+    for (let i = 0; i < 500 && !(existsSync(lockDir) && readdirSync(lockDir).some((f) => f.endsWith('.lock.owner'))); i++) await new Promise((r) => setTimeout(r, 20));
+    expect(readdirSync(lockDir).filter((f) => f.endsWith('.lock'))).toHaveLength(1);
+    driver.kill('SIGKILL');
+    await new Promise((r) => driver.once('exit', r));
+    client.close();
+    await pending;
+    // the orphaned fake iscsiadm would hang forever (a real one would time out inside iscsid)
+    spawnSync('pkill', ['-KILL', '-f', `--sim-root ${host.root} `]);
+    await host.setFaults({});
+    expect(readdirSync(lockDir).filter((f) => f.endsWith('.lock'))).toHaveLength(1);
+
+    driver = await startDriverProcess();
+    client = new CsiClient(endpoint);
+    // well inside the 10 s a lock takes to go stale: the dead owner's lock is taken over, not waited out
+    await client.call('Node', 'NodeStageVolume', req, 5_000);
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toHaveLength(1);
+    await client.call('Node', 'NodeUnstageVolume', { volume_id: req.volume_id, staging_target_path: staging });
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toEqual([]);
+    expect(readdirSync(lockDir)).toEqual([]);
+    expect(readdirSync(join(stateDir, 'volumes'))).toEqual([]);
     client.close();
     driver.kill('SIGTERM');
     await new Promise((r) => driver.once('exit', r));

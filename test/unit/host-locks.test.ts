@@ -1,4 +1,7 @@
+import { spawn } from 'node:child_process';
 import { promises as fsp } from 'node:fs';
+import { once } from 'node:events';
+import { resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -7,6 +10,19 @@ import { Aborted } from '../../src/errors.js';
 import { KeyedMutex, OperationGuard, TargetLock } from '../../src/host/locks.js';
 
 const IQN = 'iqn.2026-11.io.example:t1';
+const COMPILED_LOCKS = resolve('dist/src/host/locks.js');
+
+/** Another driver process that takes the target lock, says so on stdout, and holds it until killed. */
+async function otherProcessHolding(stateDir: string): Promise<ReturnType<typeof spawn>> {
+  const code = `const { TargetLock } = await import(${JSON.stringify(COMPILED_LOCKS)});
+    await new TargetLock(${JSON.stringify(stateDir)}).withLock(${JSON.stringify(IQN)}, async () => {
+      process.stdout.write('holding\\n');
+      await new Promise(() => setInterval(() => undefined, 1000));
+    });`;
+  const child = spawn(process.execPath, ['--input-type=module', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await once(child.stdout!, 'data');
+  return child;
+}
 
 describe('KeyedMutex', () => {
   it('serialises callers of one key in arrival order, without overlap', async () => {
@@ -138,6 +154,47 @@ describe('TargetLock', () => {
     const old = new Date(Date.now() - 60_000);
     await fsp.utimes(path, old, old);
     expect(await lock.withLock(IQN, () => 'recovered')).toBe('recovered');
+  });
+
+  it('takes over at once a lock whose owner process is gone, never one whose owner is alive', async () => {
+    const holder = await otherProcessHolding(stateDir);
+    const lock = new TargetLock(stateDir, { staleMs: 60_000, maxWaitMs: 300 });
+    // alive: its lock is fresh and its owner runs, so the caller waits and gives up
+    await expect(lock.withLock(IQN, () => 'stolen')).rejects.toThrow(Aborted);
+    holder.kill('SIGKILL'); // a crash: no release, the lock directory and owner record stay
+    await once(holder, 'exit');
+    expect((await fsp.stat(lock.lockPath(IQN))).isDirectory()).toBe(true);
+    // long before the 60 s stale period
+    expect(await lock.withLock(IQN, () => 'recovered')).toBe('recovered');
+    await expect(fsp.stat(lock.lockPath(IQN))).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(fsp.stat(`${lock.lockPath(IQN)}.owner`)).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('does not trust an owner record that describes an older lock directory', async () => {
+    const holder = await otherProcessHolding(stateDir);
+    holder.kill('SIGKILL');
+    await once(holder, 'exit');
+    const lock = new TargetLock(stateDir, { staleMs: 60_000, maxWaitMs: 300 });
+    // the dead owner's directory is replaced by a fresh one whose owner has not written its record yet
+    await fsp.rmdir(lock.lockPath(IQN));
+    await fsp.mkdir(lock.lockPath(IQN));
+    await expect(lock.withLock(IQN, () => 'stolen')).rejects.toThrow(Aborted);
+  });
+
+  it('hands the lock file from one in-process caller to the next while they queue', async () => {
+    const lock = new TargetLock(stateDir);
+    const births = new Set<bigint>();
+    await Promise.all([1, 2, 3, 4].map(() => lock.withLock(IQN, async () => {
+      births.add((await fsp.stat(lock.lockPath(IQN), { bigint: true })).birthtimeNs);
+      await sleep(2);
+    })));
+    expect(births.size).toBe(1); // taken once for the four
+    await expect(fsp.stat(lock.lockPath(IQN))).rejects.toMatchObject({ code: 'ENOENT' });
+    // and taken anew by a later caller
+    await lock.withLock(IQN, async () => {
+      births.add((await fsp.stat(lock.lockPath(IQN), { bigint: true })).birthtimeNs);
+    });
+    expect(births.size).toBe(2);
   });
 
   it('releases the file lock when the function throws', async () => {
