@@ -22,7 +22,9 @@ export interface VolumeRecord {
   volumeId: string;
   /**
    * `attaching` is saved before the first login, so a crash mid-attach leaves enough to clean up and
-   * a concurrent detach of another LUN counts this volume as a user of the target; `staged` when done.
+   * a concurrent detach of another LUN counts this volume as a user of the target; `staged` when done;
+   * `detaching` once its devices are gone: it no longer holds the session, and an unstage that failed
+   * after that point (a logout that timed out) is finished by the next unstage or staged again.
    */
   phase: 'attaching' | 'staged' | 'detaching';
   /** iscsiadm `-p` form, `ip:port` / `[v6]:port` */
@@ -70,7 +72,7 @@ function isVolumeRecord(v: unknown): v is VolumeRecord {
   return (
     r.schemaVersion === METADATA_SCHEMA_VERSION &&
     typeof r.volumeId === 'string' &&
-    (r.phase === 'attaching' || r.phase === 'staged') &&
+    (r.phase === 'attaching' || r.phase === 'staged' || r.phase === 'detaching') &&
     Array.isArray(r.publishedAt) &&
     Array.isArray(r.portals) &&
     typeof r.iqn === 'string' &&

@@ -234,6 +234,46 @@ describe('a hung iscsiadm', () => {
   });
 });
 
+describe('an unstage that fails at logout', () => {
+  const iqn = 'iqn.2026-11.dev.test:logout-fails';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+
+  const failLogout = async (): Promise<void> => {
+    const iscsiadm = sd.cfg.commands.iscsiadm;
+    const saved = iscsiadm.timeoutMs;
+    iscsiadm.timeoutMs = 1_500;
+    await sd.host.setFaults({ hang: ['logout'] });
+    try {
+      expect(await codeOf(unstage('lofail'))).toBe(status.DEADLINE_EXCEEDED);
+    } finally {
+      await sd.host.setFaults({});
+      iscsiadm.timeoutMs = saved;
+    }
+    // devices gone, session still there, the record kept (marked detaching) for the retry
+    expect(await sessionsTo(iqn)).toHaveLength(1);
+    expect(records()).toHaveLength(1);
+  };
+
+  it('is finished by the next unstage: logged out, nothing left', async () => {
+    await stage('lofail', ctxFor(iqn, 1), blockCapability());
+    await failLogout();
+    await unstage('lofail');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+
+  it('or the volume is staged again from its half-detached state', async () => {
+    await stage('lofail', ctxFor(iqn, 1), blockCapability());
+    await failLogout();
+    await stage('lofail', ctxFor(iqn, 1), blockCapability());
+    expect((await sessionsTo(iqn))[0]!.devices.map((d) => d.lun)).toEqual([1]);
+    await unstage('lofail');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+});
+
 describe('a LUN that already holds another filesystem', () => {
   const iqn = 'iqn.2026-11.dev.test:xfs';
   let backing: string;

@@ -128,6 +128,13 @@ describe('MetadataStore', () => {
     expect((await store.listByTarget('iqn.2026-11.io.example:t1', 'vol-a')).map((r) => [r.volumeId, r.phase])).toEqual([['vol-b', 'attaching']]);
   });
 
+  it('loads back every phase a record goes through, detaching included', async () => {
+    for (const phase of ['attaching', 'staged', 'detaching'] as const) {
+      await store.save(record('vol-p', { phase }));
+      expect((await store.load('vol-p'))?.phase).toBe(phase);
+    }
+  });
+
   it('removes a record and its directory; removing twice is fine', async () => {
     await store.save(record('pvc-5'));
     await store.remove('pvc-5');
