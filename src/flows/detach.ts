@@ -1,7 +1,8 @@
 // Detach, from the saved record alone (works after a restart, and when the device or target is gone):
 // flush and delete each SCSI device of the LUN (flushing the multipath map first), then — under the
-// target lock — log out and delete the node records only when no other volume of this node still uses
-// the target; finally delete a cloned iface. "Already gone" answers (exit 21, 2) count as done.
+// target lock — log out and delete the node records only when nothing else uses the session: no other
+// volume of this node (its record), and no LUN device someone else scanned on it; finally delete a
+// cloned iface. "Already gone" answers (exit 21, 2) count as done.
 import type { Logger } from '../log.js';
 import type { VolumeRecord } from '../host/metadata.js';
 import type { NodeHost } from './host.js';
@@ -46,7 +47,13 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
     for (const portal of record.portals) {
       if (inUse.has(`${portal}|${record.iface}`)) continue;
       const node = { iqn: record.iqn, portal: parsePortal(portal), iface: record.iface };
-      if (sessions.has(portal)) {
+      const sessionHost = sessions.get(portal);
+      if (sessionHost !== undefined) {
+        const foreign = await foreignLuns(host, record, sessionHost);
+        if (foreign.length > 0) {
+          log.warn({ iqn: record.iqn, portal, luns: foreign }, 'the session carries LUNs this driver did not stage (another plugin or an operator uses them): session kept');
+          continue;
+        }
         orThrow(await host.iscsi.logout(node));
         loggedOut = true;
       } else if (host.forgottenNodes.isForgotten(record.iqn, portal, record.iface)) {
@@ -58,6 +65,17 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
     if (others.length > 0) log.info({ iqn: record.iqn, stillUsedBy: others.length }, 'target still used by other volumes on this node: session kept');
     return loggedOut;
   });
+}
+
+/**
+ * LUNs of the session other than this volume's that still have a block device. The driver scans
+ * LUNs one by one (manual scan) and deletes its devices before it gets here, so such a device is
+ * someone else's: the in-tree plugin during a migration, an operator, a volume whose record is
+ * unreadable. Logging out would cut it off.
+ */
+async function foreignLuns(host: NodeHost, record: VolumeRecord, sessionHost: number): Promise<number[]> {
+  const session = (await host.sysfs.topology(record.iqn)).sessionsForTarget(record.iqn).find((s) => s.host === sessionHost);
+  return (session?.luns ?? []).filter((l) => l.lun !== record.lun && l.devices.length > 0).map((l) => l.lun);
 }
 
 export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {

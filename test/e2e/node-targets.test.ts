@@ -69,6 +69,36 @@ describe('two LUNs of one target', () => {
   });
 });
 
+describe('a session that also carries a LUN this driver did not stage', () => {
+  const iqn = 'iqn.2026-11.dev.test:foreign-lun';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }, { lun: 2, sizeBytes: 16 * MiB }]); });
+
+  it('is kept when the volume is unstaged: the other user of LUN 2 is not cut off', async () => {
+    await stage('mine', ctxFor(iqn, 1), blockCapability());
+    const [session] = await sessionsTo(iqn);
+    // someone else (the in-tree plugin during a migration, an operator) scans LUN 2 on the same session
+    writeFileSync(join(sd.cfg.host.sysRoot, 'class/scsi_host', `host${session!.host}`, 'scan'), '0 0 2');
+    for (let i = 0; i < 100 && !(await sessionsTo(iqn))[0]!.devices.some((d) => d.lun === 2 && d.name); i++) await new Promise((r) => setTimeout(r, 20));
+    const foreign = (await sessionsTo(iqn))[0]!.devices.find((d) => d.lun === 2)!;
+    expect(foreign.name).toBeTruthy();
+
+    await unstage('mine');
+    expect(records()).toEqual([]);
+    const [kept] = await sessionsTo(iqn);
+    expect(kept?.sid).toBe(session!.sid);
+    expect(kept!.devices.map((d) => d.lun)).toEqual([2]);
+    expect(existsSync(join(sd.host.root, 'dev', foreign.name!))).toBe(true);
+
+    // once that user is done, the next volume of the target takes the session over and logs out at the end
+    writeFileSync(join(sd.cfg.host.sysRoot, 'block', foreign.name!, 'device/delete'), '1');
+    for (let i = 0; i < 100 && (await sessionsTo(iqn))[0]!.devices.length > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await stage('mine', ctxFor(iqn, 1), blockCapability());
+    await unstage('mine');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+  });
+});
+
 describe('every volume of a target unstaged at once', () => {
   const iqn = 'iqn.2026-11.dev.test:drain';
   const luns = [1, 2, 3, 4, 5, 6];
