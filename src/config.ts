@@ -33,6 +33,7 @@ export interface TimeoutConfig {
   deviceWaitMs: number;       // how long to wait for the by-path link after login/scan
   devicePollMs: number;       // fallback poll while watching for the link
   multipathWaitMs: number;    // how long to wait for a dm holder when a LUN has several paths
+  portalResolveMs: number;    // how long a portal given by host name may take to resolve
   shutdownGraceMs: number;    // in-flight calls get this long after SIGTERM
   probeCacheMs: number;       // Probe results are reused for this long
   unmountRetries: number;     // EBUSY retries
@@ -115,6 +116,7 @@ export function defaultConfig(): Config {
       deviceWaitMs: 30_000,
       devicePollMs: 250,
       multipathWaitMs: 10_000,
+      portalResolveMs: 5_000,
       shutdownGraceMs: 10_000,
       probeCacheMs: 5_000,
       unmountRetries: 5,

@@ -11,6 +11,7 @@ import type { NodeHost } from '../flows/host.js';
 import { clonedIfaceName, formatPortal, parseFsType } from '../host/validate.js';
 import type { VolumeRecord } from '../host/metadata.js';
 import { unmountIfMounted } from '../host/target-paths.js';
+import { resolvePortals } from '../host/resolve.js';
 import { CONTEXT_KEYS, isReadOnlyMode, parseCapability, parsePath, parseTargetSpec, parseVolumeIdField, type StageSpec } from './request.js';
 
 export function parseStageRequest(req: NodeStageVolumeRequest, host: NodeHost): StageSpec {
@@ -44,16 +45,18 @@ export async function stageVolume(host: NodeHost, spec: StageSpec, ctx: CallCont
     log.warn({ stagingPath: spec.stagingPath }, 'recorded as staged but the mount or device is gone: staging again');
   }
 
-  const cloned = spec.target.initiatorName ? clonedIfaceName(spec.target.iface, spec.volumeId) : undefined;
+  // host names become addresses before anything is recorded: node records, sysfs and by-path use those
+  const target = { ...spec.target, portals: await resolvePortals(spec.target.portals, host.cfg.timeouts.portalResolveMs) };
+  const cloned = target.initiatorName ? clonedIfaceName(target.iface, spec.volumeId) : undefined;
   const record: VolumeRecord = {
     volumeId: spec.volumeId,
     phase: 'attaching',
-    portals: spec.target.portals.map(formatPortal),
-    iqn: spec.target.iqn,
-    lun: spec.target.lun,
-    iface: cloned ?? spec.target.iface,
+    portals: target.portals.map(formatPortal),
+    iqn: target.iqn,
+    lun: target.lun,
+    iface: cloned ?? target.iface,
     ...(cloned ? { clonedIface: cloned } : {}),
-    ...(spec.target.initiatorName ? { initiatorName: spec.target.initiatorName } : {}),
+    ...(target.initiatorName ? { initiatorName: target.initiatorName } : {}),
     stagingPath: spec.stagingPath,
     accessType: spec.access.kind,
     ...(spec.access.kind === 'mount' ? { fsType: spec.access.fsType, mountFlags: spec.access.mountFlags } : {}),
@@ -65,9 +68,9 @@ export async function stageVolume(host: NodeHost, spec: StageSpec, ctx: CallCont
   // Saved before the first login, so the target counts as in use and a crash leaves enough to clean up.
   await host.metadata.save(record);
   try {
-    const { iface, transport } = await prepareIface(host, spec.target, cloned, log);
-    const outcomes = await connectPortals(host, spec.target, iface, log);
-    const attached = await waitForPaths(host, spec.target, outcomes, transport, log);
+    const { iface, transport } = await prepareIface(host, target, cloned, log);
+    const outcomes = await connectPortals(host, target, iface, log);
+    const attached = await waitForPaths(host, target, outcomes, transport, log);
     if (spec.access.kind === 'mount') {
       await formatAndMount(host, attached.devicePath, spec.stagingPath, spec.access.fsType, spec.access.mountFlags, spec.readonly, log);
     }

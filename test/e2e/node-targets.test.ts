@@ -206,6 +206,21 @@ describe('portals', () => {
     expect(records()).toEqual([]);
   });
 
+  it('accepts a portal given by host name: it attaches through the address the name resolves to', async () => {
+    const port = sd.host.portals[0]!.split(':')[1];
+    await stage('byname', { targetPortal: `localhost:${port}`, iqn, lun: '1' }, blockCapability());
+    const [session] = await sessionsTo(iqn);
+    expect(session!.portal).toBe(`127.0.0.1:${port}`);
+    expect(session!.devices.map((d) => d.lun)).toEqual([1]);
+    const [key] = records();
+    const saved = JSON.parse(readFileSync(join(sd.stateDir, 'volumes', key!, 'iscsi.json'), 'utf8')) as { portals: string[] };
+    expect(saved.portals).toEqual([`127.0.0.1:${port}`]);
+    await unstage('byname');
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+
   it('reports a device that never appears as DEADLINE_EXCEEDED and cleans up', async () => {
     await sd.host.setFaults({ noDevice: [{ iqn, lun: 1 }] });
     try {
