@@ -24,7 +24,9 @@ export async function removeDevices(host: NodeHost, record: VolumeRecord, log: L
   }
   for (const d of devices) {
     await host.fs.flushBuffers(host.devices.devicePath(d)).catch((e: Error) => log.warn({ device: d, err: e.message }, 'flush failed'));
-    await host.sysfs.deleteDevice(d);
+    if (!(await host.sysfs.deleteDevice(d))) continue;
+    const gone = await host.devices.waitForDeviceRemoved(d, { deadlineMs: host.cfg.timeouts.deviceWaitMs, pollMs: host.cfg.timeouts.devicePollMs });
+    if (!gone.ok) log.warn({ device: d, waitedMs: gone.waitedMs }, 'SCSI device still listed after its delete');
   }
   if (devices.length > 0) log.debug({ devices, maps: [...maps.keys()] }, 'deleted SCSI devices');
 }

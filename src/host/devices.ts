@@ -250,6 +250,21 @@ export class Devices {
   }
 
   /**
+   * Waits until the SCSI device `name` is gone from sysfs (`block/<name>`) after a delete. A kernel
+   * removes it before the write to `delete` returns, so this returns at once there; a simulated host
+   * removes it a moment later. A detach counts on it: a volume whose devices are gone stops holding
+   * the session, and a device still listed would look like another user's.
+   */
+  async waitForDeviceRemoved(name: string, opts: WaitOptions): Promise<{ ok: true; waitedMs: number } | WaitFailure> {
+    const r = await waitUntil(
+      [{ dir: join(this.sysfs.sysRoot, 'block'), root: this.sysfs.sysRoot, relevant: (f) => f === null || f === name }],
+      async () => ((await this.sysfs.deviceExists(name)) ? null : true),
+      opts,
+    );
+    return r.ok ? { ok: true, waitedMs: r.waitedMs } : r;
+  }
+
+  /**
    * Waits until a multipath map holds the path device `name` and its `/dev/dm-N` node exists. sysfs
    * does not report new holders through inotify on a real kernel, so the dm node's appearance under the
    * /dev root (and /dev/mapper) is what wakes the wait; the poll covers the rest.
