@@ -4,13 +4,13 @@
 // device (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
 import { basename } from 'node:path';
 import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
-import { orThrow, type RecordSettings } from '../host/iscsiadm.js';
+import { orThrow, sessionChapSettings } from '../host/iscsiadm.js';
 import type { WaitOptions } from '../host/devices.js';
 import type { MultipathHolder } from '../host/sysfs.js';
 import type { Logger } from '../log.js';
 import { formatPortal, type Portal } from '../host/validate.js';
 import type { NodeHost } from './host.js';
-import type { ChapCredentials, TargetSpec } from '../node/request.js';
+import type { TargetSpec } from '../node/request.js';
 
 export interface AttachedPath {
   portal: string;      // canonical "addr:port"
@@ -92,20 +92,6 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
     throw e;
   }
   log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
-}
-
-function sessionChapSettings(chap: ChapCredentials | undefined): RecordSettings {
-  if (!chap) return { 'node.session.auth.authmethod': 'None' };
-  const settings: RecordSettings = {
-    'node.session.auth.authmethod': 'CHAP',
-    'node.session.auth.username': chap.username,
-    'node.session.auth.password': chap.password,
-  };
-  if (chap.usernameIn && chap.passwordIn) {
-    settings['node.session.auth.username_in'] = chap.usernameIn;
-    settings['node.session.auth.password_in'] = chap.passwordIn;
-  }
-  return settings;
 }
 
 /** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */

@@ -493,17 +493,25 @@ function settingsArgs(settings: RecordSettings): Arg[] {
   return Object.entries(settings).flatMap(([k, v]) => ['-n', k, '-v', v]);
 }
 
+/**
+ * CHAP keys of a record: authmethod, username, password, and the mutual pair — emptied when the CHAP
+ * asked for is one-way, so a record left from an earlier mutual setup does not make the initiator
+ * demand the target's credentials (and the login fail).
+ */
 function chapSettings(prefix: string, chap: ChapCredentials): RecordSettings {
-  const s: RecordSettings = {
+  const mutual = chap.usernameIn !== undefined && chap.passwordIn !== undefined;
+  return {
     [`${prefix}.authmethod`]: 'CHAP',
     [`${prefix}.username`]: chap.username,
     [`${prefix}.password`]: chap.password,
+    [`${prefix}.username_in`]: mutual ? chap.usernameIn! : '',
+    [`${prefix}.password_in`]: mutual ? chap.passwordIn! : '',
   };
-  if (chap.usernameIn !== undefined && chap.passwordIn !== undefined) {
-    s[`${prefix}.username_in`] = chap.usernameIn;
-    s[`${prefix}.password_in`] = chap.passwordIn;
-  }
-  return s;
+}
+
+/** Session CHAP keys of a node record: the credentials given, or `authmethod None` without any. */
+export function sessionChapSettings(chap: ChapCredentials | undefined): RecordSettings {
+  return chap ? chapSettings(SETTINGS_PREFIX_NODE_CHAP, chap) : { [`${SETTINGS_PREFIX_NODE_CHAP}.authmethod`]: 'None' };
 }
 
 export class Iscsiadm {

@@ -7,7 +7,7 @@ import { Secret } from '../../src/log.js';
 import { safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
 import {
   failureDetail, Iscsiadm, orThrow, parseDiscovery, parseIfaceList, parseIfaceRecord, parseNodeList, parseNodeRecord,
-  parseNodeRecords, parseRecords, parseSessionList, parseSessionTree, portalArg, type NodeRef,
+  parseNodeRecords, parseRecords, parseSessionList, parseSessionTree, portalArg, sessionChapSettings, type NodeRef,
 } from '../../src/host/iscsiadm.js';
 import { parsePortal } from '../../src/host/validate.js';
 
@@ -290,6 +290,18 @@ describe('Iscsiadm adapter', () => {
       ['-o', 'update', '-n', 'iface.transport_name', '-v', 'iser'],
       ['-o', 'delete'],
     ]);
+  });
+
+  it('one-way CHAP empties the mutual pair, so a pair left from an earlier mutual setup is not used', () => {
+    const settings = sessionChapSettings({ username: 'alice', password: new Secret('secretpass123') });
+    expect(Object.fromEntries(Object.entries(settings).map(([k, v]) => [k, v instanceof Secret ? 'SECRET' : v]))).toEqual({
+      'node.session.auth.authmethod': 'CHAP',
+      'node.session.auth.username': 'alice',
+      'node.session.auth.password': 'SECRET',
+      'node.session.auth.username_in': '',
+      'node.session.auth.password_in': '',
+    });
+    expect(sessionChapSettings(undefined)).toEqual({ 'node.session.auth.authmethod': 'None' });
   });
 
   it('sets CHAP in one call, passing passwords as Secret and never echoing them', async () => {
