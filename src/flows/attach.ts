@@ -72,16 +72,24 @@ export async function connectPortals(host: NodeHost, target: TargetSpec, iface: 
   });
 }
 
-/** Step 5 for a portal without a session: discovery, CHAP, manual scan, login, manual startup. */
+/**
+ * Step 5 for a portal without a session: discovery (report only), the node record of this one target,
+ * CHAP, manual scan, login, manual startup. Discovery writes no records: its default op would create
+ * one for every target the portal lists (left behind, `node.startup` from iscsid.conf, often automatic)
+ * and reset the records of targets other volumes use (open-iscsi #58). It still proves the portal
+ * answers and, with discovery CHAP, that the credentials work, and it tells the portal group.
+ */
 async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, iface: string, log: Logger): Promise<void> {
   const discovery = { portal, iface };
-  host.forgottenNodes.touchPortal(formatPortal(portal), iface);
+  const key = formatPortal(portal);
   orThrow(await host.iscsi.newDiscovery(discovery));
   if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
-  const found = orThrow(await host.iscsi.discover(discovery)).value;
+  const found = orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
   const node = { iqn: target.iqn, portal, iface };
-  // A target that discovery does not list (e.g. it reports another portal group) still gets a record.
-  if (!found.some((t) => t.iqn === target.iqn)) orThrow(await host.iscsi.newNode(node));
+  // A target that discovery does not list here (e.g. it reports another portal group) gets a record without one.
+  const listed = found.find((t) => t.iqn === target.iqn && t.portal === key);
+  host.forgottenNodes.recreated(target.iqn, key, iface);
+  orThrow(await host.iscsi.newNode(node, listed?.tpgt));
   try {
     // manual scan: only the LUNs we ask for appear (kubernetes #90982); startup manual: no silent re-login at boot
     orThrow(await host.iscsi.updateNode(node, { 'node.session.scan': 'manual', 'node.startup': 'manual', ...sessionChapSettings(target.sessionChap) }));

@@ -18,13 +18,9 @@ export class ForgottenNodes {
     return this.gone.has(key(iqn, portal, iface));
   }
 
-  /**
-   * Before a discovery or login through `iface` at `portal`: SendTargets discovery recreates the
-   * records of every target the portal reports, not only the one being logged in to.
-   */
-  touchPortal(portal: string, iface: string): void {
-    const suffix = `|${portal}|${iface}`;
-    for (const k of this.gone) if (k.endsWith(suffix)) this.gone.delete(k);
+  /** Before this process creates the node's record again (a new login): it is no longer known gone. */
+  recreated(iqn: string, portal: string, iface: string): void {
+    this.gone.delete(key(iqn, portal, iface));
   }
 }
 

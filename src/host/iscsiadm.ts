@@ -621,9 +621,14 @@ export class Iscsiadm {
     return this.updateDiscovery(ref, chapSettings(SETTINGS_PREFIX_DISCOVERY_CHAP, chap));
   }
 
-  /** SendTargets discovery; "No portals found" (21) is an empty list. */
-  async discover(ref: DiscoveryRef): Promise<IscsiValue<PortalTarget[]>> {
-    return this.query([...this.discoveryArgs(ref), '--discover'], `iSCSI discovery at ${portalArg(ref.portal)}`, parseDiscovery, []);
+  /**
+   * SendTargets discovery; "No portals found" (21) is an empty list. With `persist: false`
+   * (`-o nonpersistent`) it only reports: the default op creates a node record for every target the
+   * portal lists and resets existing ones to iscsid.conf defaults (open-iscsi #58).
+   */
+  async discover(ref: DiscoveryRef, opts: { persist?: boolean } = {}): Promise<IscsiValue<PortalTarget[]>> {
+    const op = opts.persist === false ? ['-o', 'nonpersistent'] : [];
+    return this.query([...this.discoveryArgs(ref), '--discover', ...op], `iSCSI discovery at ${portalArg(ref.portal)}`, parseDiscovery, []);
   }
 
   async deleteDiscovery(ref: DiscoveryRef): Promise<IscsiOutcome> {
@@ -640,8 +645,10 @@ export class Iscsiadm {
     return `${portalArg(node.portal)} ${node.iqn}`;
   }
 
-  async newNode(node: NodeRef): Promise<IscsiOutcome> {
-    return this.act([...this.nodeArgs(node), '-o', 'new'], `creating the node record for ${this.nodeName(node)}`, [ISCSI_EXIT.SESS_EXISTS]);
+  /** `-o new`, with the portal group when known (`-p ip:port,tpgt`); an existing record (15) is fine. */
+  async newNode(node: NodeRef, tpgt?: number): Promise<IscsiOutcome> {
+    const args = ['-m', 'node', '-T', node.iqn, '-p', tpgt === undefined ? portalArg(node.portal) : `${portalArg(node.portal)},${tpgt}`, '-I', node.iface];
+    return this.act([...args, '-o', 'new'], `creating the node record for ${this.nodeName(node)}`, [ISCSI_EXIT.SESS_EXISTS]);
   }
 
   /** Sets several keys in one call, e.g. `{ 'node.session.scan': 'manual' }`. */

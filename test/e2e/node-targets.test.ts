@@ -124,6 +124,27 @@ describe('every volume of a target unstaged at once', () => {
   });
 });
 
+describe('a portal that serves other targets too', () => {
+  const [a, b, c] = ['disc-a', 'disc-b', 'disc-c'].map((n) => `iqn.2026-11.dev.test:${n}`) as [string, string, string];
+  beforeAll(async () => { for (const iqn of [a, b, c]) await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+  const scanSetting = async (iqn: string): Promise<string | undefined> => {
+    const r = await sd.host.run('iscsiadm', ['-m', 'node', '-T', iqn, '-p', sd.host.portals[0]!, '-o', 'show']);
+    return /^node\.session\.scan = (.*)$/m.exec(r.stdout)?.[1];
+  };
+
+  it('gets node records for the staged targets only; discovery neither adds others nor resets theirs', async () => {
+    await stage('discB', ctxFor(b, 1), blockCapability());
+    expect(await scanSetting(b)).toBe('manual');
+    await stage('discA', ctxFor(a, 1), blockCapability());
+    // the default discovery op would have written c's record and reset b's to iscsid.conf defaults (scan auto)
+    expect(nodeRecords(c)).toEqual([]);
+    expect(await scanSetting(b)).toBe('manual');
+    await unstage('discA');
+    await unstage('discB');
+    for (const iqn of [a, b, c]) expect(nodeRecords(iqn)).toEqual([]);
+  });
+});
+
 describe('CHAP', () => {
   const iqn = 'iqn.2026-11.dev.test:chap';
   const secrets = { 'node.session.auth.username': 'alice', 'node.session.auth.password': 'Secretpass123' };

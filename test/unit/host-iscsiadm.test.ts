@@ -337,6 +337,16 @@ describe('Iscsiadm adapter', () => {
     expect(runner.calls[1]!.argv.at(-1)).toBe('--discover');
   });
 
+  it('discovers without writing records (-o nonpersistent) and creates one record in a given portal group', async () => {
+    const runner = new ScriptedRunner([{ stdout: fixture('discovery-ceph.txt') }, { stdout: fixture('node-new.2.1.8.txt') }]);
+    const iscsi = new Iscsiadm(runner);
+    const ref = { portal: parsePortal('10.128.3.94'), iface: 'default' };
+    expect(orThrow(await iscsi.discover(ref, { persist: false })).value.map((t) => t.tpgt)).toEqual([1, 2]);
+    expect(runner.calls[0]!.argv.slice(-3)).toEqual(['--discover', '-o', 'nonpersistent']);
+    expect((await iscsi.newNode(node, 1)).ok).toBe(true);
+    expect(runner.calls[1]!.argv).toEqual(['-m', 'node', '-T', node.iqn, '-p', `${portalArg(node.portal)},1`, '-I', node.iface, '-o', 'new']);
+  });
+
   it('creates and updates node records, several keys in one call', async () => {
     const runner = new ScriptedRunner([{ stdout: fixture('node-new.2.1.8.txt') }, {}, { stdout: fixture('node-show.2.1.4.txt') }, { exitCode: 21 }]);
     const iscsi = new Iscsiadm(runner);
