@@ -22,7 +22,7 @@ FROM node:20-bookworm-slim
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      util-linux mount e2fsprogs xfsprogs btrfs-progs \
+      util-linux mount e2fsprogs xfsprogs btrfs-progs coreutils findutils \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 ENV NODE_ENV=production

@@ -7,6 +7,7 @@ import { parse as parseYaml } from 'yaml';
 export const COMMAND_NAMES = [
   'iscsiadm', 'multipath', 'multipathd', 'blkid', 'mkfs.ext4', 'mkfs.ext3', 'mkfs.xfs', 'mkfs.btrfs',
   'mount', 'umount', 'resize2fs', 'xfs_growfs', 'btrfs', 'blockdev', 'tgtadm', 'losetup', 'truncate', 'fsck',
+  'stat', 'find',
 ] as const;
 export type CommandName = (typeof COMMAND_NAMES)[number];
 
@@ -34,6 +35,7 @@ export interface TimeoutConfig {
   devicePollMs: number;       // fallback poll while watching for the link
   multipathWaitMs: number;    // how long to wait for a dm holder when a LUN has several paths
   portalResolveMs: number;    // how long a portal given by host name may take to resolve
+  volumeProbeMs: number;      // how long stats wait for I/O on a volume's path before calling it stuck
   shutdownGraceMs: number;    // in-flight calls get this long after SIGTERM
   probeCacheMs: number;       // Probe results are reused for this long
   unmountRetries: number;     // EBUSY retries
@@ -117,6 +119,7 @@ export function defaultConfig(): Config {
       devicePollMs: 250,
       multipathWaitMs: 10_000,
       portalResolveMs: 5_000,
+      volumeProbeMs: 5_000,
       shutdownGraceMs: 10_000,
       probeCacheMs: 5_000,
       unmountRetries: 5,

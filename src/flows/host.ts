@@ -12,6 +12,7 @@ import { Mounts } from '../host/mounts.js';
 import { Multipath } from '../host/multipath.js';
 import { Sysfs } from '../host/sysfs.js';
 import { ForgottenNodes } from './node-records.js';
+import { ProbeGuard } from '../host/probe-guard.js';
 
 export interface NodeHost {
   cfg: Config;
@@ -25,6 +26,8 @@ export interface NodeHost {
   targetLocks: TargetLock;
   /** node records this process logged out of and deleted (see node-records.ts) */
   forgottenNodes: ForgottenNodes;
+  /** I/O probes of volume paths (stats): bounded, never two at once per path */
+  probes: ProbeGuard;
 }
 
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
@@ -37,6 +40,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     metadata: new MetadataStore(cfg.stateDir),
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
     forgottenNodes: new ForgottenNodes(),
+    probes: new ProbeGuard(),
   };
 }
 

@@ -130,18 +130,23 @@ export class Filesystem {
     if (r.exitCode !== 0) throw this.error(`growing the ${type} filesystem on ${device} (mounted at ${mountPath})`, r, r.argv[0] ?? type);
   }
 
-  /** Capacity and inode usage of the filesystem holding `path`. */
+  /**
+   * Capacity and inode usage of the filesystem holding `path`: `stat -f` (statfs) in its own process,
+   * so a filesystem whose device stopped answering holds up a command, not the driver.
+   */
   async statfs(path: string): Promise<FsStats> {
-    const s = await fs.statfs(path, { bigint: true });
-    const total = s.blocks * s.bsize;
-    return {
-      totalBytes: Number(total),
-      availableBytes: Number(s.bavail * s.bsize),
-      usedBytes: Number((s.blocks - s.bfree) * s.bsize),
-      totalInodes: Number(s.files),
-      freeInodes: Number(s.ffree),
-      usedInodes: Number(s.files - s.ffree),
-    };
+    const r = await this.runner.run('stat', ['-f', '-c', STATFS_FORMAT, '--', path], this.runOpts());
+    if (r.exitCode !== 0) throw this.error(`reading the usage of ${path}`, r, 'stat');
+    return parseStatfs(r.stdout, path);
+  }
+
+  /**
+   * Whether the directory at `path` can be read (its entries listed, in its own process): null when it
+   * can, else what went wrong. A filesystem that lost its device answers EIO here.
+   */
+  async readDirectory(path: string): Promise<string | null> {
+    const r = await this.runner.run('find', [path, '-mindepth', '1', '-maxdepth', '1', '-quit'], this.runOpts());
+    return r.exitCode === 0 ? null : `${path} cannot be read: ${lastLine(r) || `find exit ${r.exitCode}`}`;
   }
 
   /** `blockdev --getsize64 <device>` in bytes. */
@@ -165,6 +170,24 @@ export class Filesystem {
   private error(what: string, r: RunResult, tool: string): Internal {
     return new Internal(`${what} failed: ${lastLine(r)} (${tool} exit ${r.exitCode})`);
   }
+}
+
+/** `stat -f` fields: total, free and available blocks, fundamental block size, total and free inodes. */
+const STATFS_FORMAT = '%b %f %a %S %c %d';
+
+/** Parses the `stat -f -c STATFS_FORMAT` line. */
+export function parseStatfs(stdout: string, path: string): FsStats {
+  const fields = stdout.trim().split(/\s+/);
+  if (fields.length !== 6 || !fields.every((f) => /^\d+$/.test(f))) throw new Internal(`unexpected \`stat -f\` output for ${path}: ${JSON.stringify(stdout.slice(0, 200))}`);
+  const [blocks, bfree, bavail, frsize, files, ffree] = fields.map((f) => BigInt(f)) as [bigint, bigint, bigint, bigint, bigint, bigint];
+  return {
+    totalBytes: Number(blocks * frsize),
+    availableBytes: Number(bavail * frsize),
+    usedBytes: Number((blocks - bfree) * frsize),
+    totalInodes: Number(files),
+    freeInodes: Number(ffree),
+    usedInodes: Number(files - ffree),
+  };
 }
 
 /**

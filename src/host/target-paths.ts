@@ -34,18 +34,16 @@ export async function unmountIfMounted(mounts: Mounts, path: string): Promise<vo
   if (await mounts.isMountPoint(path)) await mounts.unmount(path);
 }
 
-/** null when the mount at `path` is healthy and writable as mounted, else what is wrong. */
-export async function mountHealth(mounts: Mounts, path: string): Promise<string | null> {
+/**
+ * null when the mount at `path` is healthy and writable as mounted, else what is wrong. `readable`
+ * reads the directory (bounded by the caller: a dead device can make that read hang).
+ */
+export async function mountHealth(mounts: Mounts, path: string, readable: (path: string) => Promise<string | null>): Promise<string | null> {
   const state = await mounts.mountState(path);
   if (!state.mounted) return `${path} is not mounted`;
   if (state.stale) return `the mount at ${path} is stale (the device is gone)`;
   if (state.entry.superOptions.includes('ro') && !state.entry.mountOptions.includes('ro')) {
     return `the filesystem at ${path} was remounted read-only (I/O errors?)`;
   }
-  try {
-    await fs.readdir(path);
-  } catch (e) {
-    return `${path} cannot be read: ${errnoCode(e) ?? (e as Error).message}`;
-  }
-  return null;
+  return readable(path);
 }

@@ -25,7 +25,9 @@ export async function volumeStats(host: NodeHost, req: NodeGetVolumeStatsRequest
     const bytes = record.devicePath ? await host.fs.blockDeviceSize(record.devicePath).catch(() => null) : null;
     if (bytes !== null) usage.push({ unit: 'BYTES', total: bytes, available: 0, used: 0 });
   } else if (mounted.length > 0) {
-    const st = await host.fs.statfs(volumePath).catch(() => null);
+    // after the condition's read of the same path: a stuck one leaves this one `busy`, not piled up
+    const probe = await host.probes.run(ioProbeKey(volumePath), () => host.fs.statfs(volumePath).catch(() => null), host.cfg.timeouts.volumeProbeMs);
+    const st = probe.status === 'done' ? probe.value : null;
     if (st) {
       usage.push({ unit: 'BYTES', total: st.totalBytes, available: st.availableBytes, used: st.usedBytes });
       usage.push({ unit: 'INODES', total: st.totalInodes, available: st.freeInodes, used: st.usedInodes });
@@ -47,9 +49,22 @@ export async function volumeCondition(host: NodeHost, record: VolumeRecord, volu
   const bad = luns.filter((l) => l.state && l.state !== 'running').map((l) => `${l.devices.join(', ')} is ${l.state}`);
   if (bad.length === luns.length) return { abnormal: true, message: bad.join(', ') };
   if (record.accessType === 'mount') {
-    const health = await mountHealth(host.mounts, volumePath);
+    const health = await mountHealth(host.mounts, volumePath, (p) => readWithin(host, p));
     if (health) return { abnormal: true, message: health };
   }
   const degraded = live.length < record.portals.length ? `${live.length} of ${record.portals.length} paths up` : '';
   return { abnormal: false, message: degraded || 'healthy' };
+}
+
+function ioProbeKey(path: string): string {
+  return `volume-io:${path}`;
+}
+
+/** Reads the volume's directory in its own process, waiting `timeouts.volumeProbeMs` at most. */
+async function readWithin(host: NodeHost, path: string): Promise<string | null> {
+  const limit = host.cfg.timeouts.volumeProbeMs;
+  const r = await host.probes.run(ioProbeKey(path), () => host.fs.readDirectory(path), limit);
+  if (r.status === 'done') return r.value;
+  if (r.status === 'late') return `I/O on ${path} does not complete: reading it took longer than ${limit} ms`;
+  return `I/O on ${path} is stuck: a read started ${Math.round(r.sinceMs / 1000)} s ago has not finished`;
 }

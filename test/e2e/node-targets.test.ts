@@ -340,6 +340,47 @@ describe('an unstage that fails at logout', () => {
   });
 });
 
+describe('a volume whose I/O hangs', () => {
+  const iqn = 'iqn.2026-11.dev.test:io-hang';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]); });
+  type Stats = { usage: unknown[]; volume_condition: { abnormal: boolean; message: string } };
+
+  it('gets its stats answered within timeouts.volumeProbeMs, abnormal, with one stuck read at most', async () => {
+    await stage('iohang', ctxFor(iqn, 1), mountCapability('ext4'));
+    const staging = join(work, 'iohang-staging');
+    const healthy = await sd.client.call<Stats>('Node', 'NodeGetVolumeStats', { volume_id: 'iohang', volume_path: staging });
+    expect(healthy.volume_condition).toEqual({ abnormal: false, message: 'healthy' });
+    expect(healthy.usage).toHaveLength(2);
+
+    // a read of the volume that never returns, as on a dead target under queue_if_no_path
+    const stuck = join(work, 'stuck-read.sh');
+    writeFileSync(stuck, '#!/bin/sh\nexec sleep 31.5\n', { mode: 0o755 });
+    const find = sd.cfg.commands.find;
+    const saved = { argv: find.argv, probe: sd.cfg.timeouts.volumeProbeMs };
+    find.argv = [stuck];
+    sd.cfg.timeouts.volumeProbeMs = 300;
+    const hung = (): number => Number(spawnSync('pgrep', ['-c', '-f', 'sleep 31.5'], { encoding: 'utf8' }).stdout.trim() || '0');
+    try {
+      const first = await sd.client.call<Stats>('Node', 'NodeGetVolumeStats', { volume_id: 'iohang', volume_path: staging });
+      expect(first.volume_condition).toEqual({ abnormal: true, message: `I/O on ${staging} does not complete: reading it took longer than 300 ms` });
+      expect(first.usage).toEqual([]);
+      const second = await sd.client.call<Stats>('Node', 'NodeGetVolumeStats', { volume_id: 'iohang', volume_path: staging });
+      expect(second.volume_condition.abnormal).toBe(true);
+      expect(second.volume_condition.message).toMatch(new RegExp(`^I/O on ${staging} is stuck: a read started \\d+ s ago has not finished$`));
+      expect(hung()).toBe(1); // the second call started no second read
+    } finally {
+      spawnSync('pkill', ['-KILL', '-f', 'sleep 31.5']);
+      find.argv = saved.argv;
+      sd.cfg.timeouts.volumeProbeMs = saved.probe;
+    }
+    // the stuck read is gone: the next stats are healthy again
+    for (let i = 0; i < 50 && hung() > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const again = await sd.client.call<Stats>('Node', 'NodeGetVolumeStats', { volume_id: 'iohang', volume_path: staging });
+    expect(again.volume_condition).toEqual({ abnormal: false, message: 'healthy' });
+    await unstage('iohang');
+  });
+});
+
 describe('a LUN that already holds another filesystem', () => {
   const iqn = 'iqn.2026-11.dev.test:xfs';
   let backing: string;

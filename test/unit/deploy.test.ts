@@ -214,7 +214,7 @@ describe('driver configs in the ConfigMaps', () => {
     expect(cfg.driverName).toBe(DEFAULT_DRIVER_NAME);
     expect(cfg.commandPrefix).toEqual(['nsenter', '--target', '1', '--mount', '--net', '--']);
     for (const name of ['iscsiadm', 'multipath', 'multipathd'] as const) expect(effectivePrefix(cfg, name), name).toEqual(cfg.commandPrefix);
-    for (const name of ['blkid', 'blockdev', 'fsck', 'mount', 'umount', 'mkfs.ext4', 'mkfs.ext3', 'mkfs.xfs', 'mkfs.btrfs', 'resize2fs', 'xfs_growfs', 'btrfs'] as const) {
+    for (const name of ['blkid', 'blockdev', 'fsck', 'mount', 'umount', 'mkfs.ext4', 'mkfs.ext3', 'mkfs.xfs', 'mkfs.btrfs', 'resize2fs', 'xfs_growfs', 'btrfs', 'stat', 'find'] as const) {
       expect(effectivePrefix(cfg, name), name).toEqual([]);
     }
   });
@@ -398,7 +398,7 @@ describe('Dockerfile', () => {
     const PACKAGE_OF: Record<string, string> = {
       blkid: 'util-linux', blockdev: 'util-linux', fsck: 'util-linux', nsenter: 'util-linux', mount: 'mount', umount: 'mount',
       'mkfs.ext4': 'e2fsprogs', 'mkfs.ext3': 'e2fsprogs', resize2fs: 'e2fsprogs', 'mkfs.xfs': 'xfsprogs', xfs_growfs: 'xfsprogs',
-      'mkfs.btrfs': 'btrfs-progs', btrfs: 'btrfs-progs',
+      'mkfs.btrfs': 'btrfs-progs', btrfs: 'btrfs-progs', stat: 'coreutils', find: 'findutils',
     };
     const install = /apt-get install(?:[^\n\\]|\\\n)*/.exec(dockerfile)?.[0] ?? '';
     const installed = new Set(install.replace(/\\\n/g, ' ').split(/\s+/).filter((w) => /^[a-z0-9][a-z0-9.+-]+$/.test(w)));
