@@ -92,7 +92,12 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
   orThrow(await host.iscsi.newNode(node, listed?.tpgt));
   try {
     // manual scan: only the LUNs we ask for appear (kubernetes #90982); startup manual: no silent re-login at boot
-    orThrow(await host.iscsi.updateNode(node, { 'node.session.scan': 'manual', 'node.startup': 'manual', ...sessionChapSettings(target.sessionChap) }));
+    orThrow(await host.iscsi.updateNode(node, {
+      'node.session.scan': 'manual',
+      'node.startup': 'manual',
+      'node.session.initial_login_retry_max': String(loginRetries(host.cfg.commands.iscsiadm.timeoutMs)),
+      ...sessionChapSettings(target.sessionChap),
+    }));
     orThrow(await host.iscsi.login(node));
   } catch (e) {
     // A failed login leaves a node record that a reboot would retry forever: remove it (in-tree does too).
@@ -100,6 +105,18 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
     throw e;
   }
   log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
+}
+
+/** iscsid.conf's `node.conn[0].timeo.login_timeout` (open-iscsi's shipped default) */
+const ISCSID_LOGIN_TIMEOUT_MS = 15_000;
+
+/**
+ * Login attempts iscsid may make for one `--login`, so that they end before iscsiadm's timeout: with
+ * iscsid.conf's 8 attempts of 15 s, iscsid would go on after the driver killed iscsiadm at 30 s, and a
+ * late success would leave a session no record accounts for.
+ */
+export function loginRetries(iscsiadmTimeoutMs: number): number {
+  return Math.max(1, Math.floor(iscsiadmTimeoutMs / ISCSID_LOGIN_TIMEOUT_MS) - 1);
 }
 
 /** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */

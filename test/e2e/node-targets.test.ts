@@ -127,14 +127,18 @@ describe('every volume of a target unstaged at once', () => {
 describe('a portal that serves other targets too', () => {
   const [a, b, c] = ['disc-a', 'disc-b', 'disc-c'].map((n) => `iqn.2026-11.dev.test:${n}`) as [string, string, string];
   beforeAll(async () => { for (const iqn of [a, b, c]) await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
-  const scanSetting = async (iqn: string): Promise<string | undefined> => {
+  const setting = async (iqn: string, key: string): Promise<string | undefined> => {
     const r = await sd.host.run('iscsiadm', ['-m', 'node', '-T', iqn, '-p', sd.host.portals[0]!, '-o', 'show']);
-    return /^node\.session\.scan = (.*)$/m.exec(r.stdout)?.[1];
+    return r.stdout.split('\n').find((l) => l.startsWith(`${key} = `))?.slice(key.length + 3);
   };
+  const scanSetting = (iqn: string): Promise<string | undefined> => setting(iqn, 'node.session.scan');
 
   it('gets node records for the staged targets only; discovery neither adds others nor resets theirs', async () => {
     await stage('discB', ctxFor(b, 1), blockCapability());
     expect(await scanSetting(b)).toBe('manual');
+    expect(await setting(b, 'node.startup')).toBe('manual');
+    // iscsid's login attempts end before iscsiadm's timeout (30 s: one attempt of 15 s)
+    expect(await setting(b, 'node.session.initial_login_retry_max')).toBe('1');
     await stage('discA', ctxFor(a, 1), blockCapability());
     // the default discovery op would have written c's record and reset b's to iscsid.conf defaults (scan auto)
     expect(nodeRecords(c)).toEqual([]);
