@@ -28,6 +28,7 @@ export interface HostConfig {
   devRoot: string;            // /dev
   mountInfoPath: string;      // /proc/self/mountinfo
   initiatorNameFile: string;  // /etc/iscsi/initiatorname.iscsi
+  udevDataDir: string;        // /run/udev/data: udev's database (which paths multipath claims)
 }
 
 export interface TimeoutConfig {
@@ -111,6 +112,7 @@ export function defaultConfig(): Config {
       devRoot: '/dev',
       mountInfoPath: '/proc/self/mountinfo',
       initiatorNameFile: '/etc/iscsi/initiatorname.iscsi',
+      udevDataDir: '/run/udev/data',
     },
     commandPrefix: [],
     commands,

@@ -149,17 +149,23 @@ export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes:
 
 /**
  * Multipath is detected per device from sysfs, never assumed from configuration: a node running
- * multipathd turns even a single path into a dm device. With several paths, wait (bounded) for it.
+ * multipathd turns even a single path into a dm device. With several paths, or one that multipath's
+ * udev rules say multipathd takes (it builds the map only after the path's links exist), wait (bounded)
+ * for the map: mounting the path device first would keep multipathd from ever taking it.
  */
 async function findMultipath(host: NodeHost, paths: AttachedPath[], log: Logger): Promise<AttachResult['multipath']> {
   for (const p of paths) {
     const holder = await host.sysfs.multipathHolder(p.device);
     if (holder) return toMultipath(holder);
   }
-  if (paths.length < 2) return undefined;
+  if (paths.length < 2) {
+    const claim = await host.udev.multipathClaim(paths[0]!.device);
+    if (claim !== 'claimed' && claim !== 'maybe') return undefined;
+    log.debug({ device: paths[0]!.device, claim }, 'multipath claims the single path: waiting for its map');
+  }
   const r = await host.devices.waitForMultipathHolder(paths[0]!.device, { deadlineMs: host.cfg.timeouts.multipathWaitMs, pollMs: host.cfg.timeouts.devicePollMs });
   if (!r.ok) {
-    log.warn({ paths: paths.map((p) => p.device) }, 'several paths but no multipath device appeared; using the first path');
+    log.warn({ paths: paths.map((p) => p.device) }, paths.length > 1 ? 'several paths but no multipath device appeared; using the first path' : 'multipath claims the path but no map appeared; using the path');
     return undefined;
   }
   return toMultipath(r.holder);

@@ -13,6 +13,7 @@ import { Multipath } from '../host/multipath.js';
 import { Sysfs } from '../host/sysfs.js';
 import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../host/probe-guard.js';
+import { Udev } from '../host/udev.js';
 
 export interface NodeHost {
   cfg: Config;
@@ -28,6 +29,7 @@ export interface NodeHost {
   forgottenNodes: ForgottenNodes;
   /** I/O probes of volume paths (stats): bounded, never two at once per path */
   probes: ProbeGuard;
+  udev: Udev;
 }
 
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
@@ -41,6 +43,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
     forgottenNodes: new ForgottenNodes(),
     probes: new ProbeGuard(),
+    udev: new Udev(cfg.host.udevDataDir, sysfs),
   };
 }
 

@@ -360,6 +360,12 @@ export class Sysfs {
     return readAttr(this.path('block', assertDeviceName(name), 'device', 'state'));
   }
 
+  /** `major:minor` of a block device (`block/<name>/dev`), or null when it is gone. */
+  async deviceNumber(name: string): Promise<string | null> {
+    const text = await readAttr(this.path('block', assertDeviceName(name), 'dev'));
+    return text !== null && /^\d+:\d+$/.test(text) ? text : null;
+  }
+
   /** Whether `block/<name>` exists. */
   async deviceExists(name: string): Promise<boolean> {
     try {

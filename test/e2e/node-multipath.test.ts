@@ -48,4 +48,29 @@ describe('multipath', () => {
     expect((await sd.host.sessions()).filter((s) => s.target === iqn)).toEqual([]);
     expect(existsSync(join(sd.host.root, 'sys/block', dm))).toBe(false);
   });
+
+  it('with one path, waits for the map multipathd builds after the path\'s links, and stages the dm device', async () => {
+    const iqn = 'iqn.2026-11.dev.test:mpath-single';
+    await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
+    const staging = join(sd.stateDir, 'mp-single-staging');
+    mkdirSync(staging, { recursive: true });
+    // multipathd reacts to the uevent: the map takes the path 150 ms after udev made its links
+    await sd.host.setFaults({ multipathDelayMs: 150 });
+    try {
+      await sd.client.call('Node', 'NodeStageVolume', {
+        volume_id: 'mp-single', staging_target_path: staging, volume_capability: mountCapability('ext4'),
+        volume_context: { targetPortal: sd.host.portals[0]!, iqn, lun: '1' },
+      });
+    } finally {
+      await sd.host.setFaults({});
+    }
+    const [session] = (await sd.host.sessions()).filter((s) => s.target === iqn);
+    const dm = session!.devices[0]!.dm;
+    expect(dm).toMatch(/^dm-\d+$/);
+    const mount = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === staging)!;
+    expect(mount.split(' - ')[1]!.split(' ')[1]).toBe(join(sd.host.root, 'dev', dm!));
+    await sd.client.call('Node', 'NodeUnstageVolume', { volume_id: 'mp-single', staging_target_path: staging });
+    expect((await sd.host.sessions()).filter((s) => s.target === iqn)).toEqual([]);
+    expect(existsSync(join(sd.host.root, 'sys/block', dm!))).toBe(false);
+  });
 });

@@ -13,6 +13,11 @@ export interface Faults {
   noDevice?: { iqn: string; lun: number }[];
   /** "addr:port": login fails with exit 8, discovery cannot connect; sessions to it turn FAILED */
   portalDown?: string[];
+  /**
+   * multipath mode: multipathd takes a new path this long after udev made its links (a real multipathd
+   * reacts to the uevent), instead of before them
+   */
+  multipathDelayMs?: number;
 }
 
 export function readFaults(file: string): Faults {

@@ -208,6 +208,7 @@ export class SimulatedHost {
         devRoot: this.paths.dev,
         mountInfoPath: '/proc/self/mountinfo',
         initiatorNameFile: this.paths.initiatorNameFile,
+        udevDataDir: this.paths.udevData,
       },
       commands,
       nodeId: this.initiatorName,

@@ -743,10 +743,37 @@ export class SimKernel {
     relLink(blockDir, join(sys, 'block', name));
     relLink(blockDir, join(sys, 'class/block', name));
     await nodeMade;
-    if (this.multipath) await this.addPathToMap(dev);
+    this.writeUdevData(loop);
+    const mapDelay = this.multipath ? this.faults().multipathDelayMs ?? 0 : 0;
+    if (this.multipath && mapDelay === 0) await this.addPathToMap(dev);
     await this.refreshAliases(dev.naa);
     // the by-path link comes last: when a waiter sees it, the rest of the device is in place
     relLink(join(this.paths.dev, name), this.byPathLink(dev));
+    if (mapDelay > 0) {
+      // multipathd reacting to the uevent: the map takes the path a moment after its links exist
+      setTimeout(() => {
+        void this.commits.run(async () => {
+          if (dev.session.devices.get(dev.lun) !== dev || !dev.disk) return; // deleted meanwhile
+          await this.addPathToMap(dev);
+          await this.refreshAliases(dev.naa);
+        }).catch((e: Error) => this.log('error', 'delayed multipath map failed', { hctl: dev.hctl, error: e.message }));
+      }, mapDelay);
+    }
+  }
+
+  /**
+   * udev's database entry of a disk (`/run/udev/data/b<major>:<minor>`), with the flag multipath's udev
+   * rules set on a path multipathd will claim. Every path of a LUN (and its map) shares the loop's
+   * numbers here, so one entry serves them all, removed with the loop.
+   */
+  private writeUdevData(loop: Loop): void {
+    const lines = [`E:DEVTYPE=disk`, ...(this.multipath ? ['E:DM_MULTIPATH_DEVICE_PATH=1'] : []), 'E:SYSTEMD_READY=' + (this.multipath ? '0' : '1')];
+    mkdirSync(this.paths.udevData, { recursive: true });
+    writeFileSync(this.udevDataFile(loop), `${lines.join('\n')}\n`);
+  }
+
+  private udevDataFile(loop: Loop): string {
+    return join(this.paths.udevData, `b${loop.major}:${loop.minor}`);
   }
 
   private byPathLink(dev: ScsiDevice): string {
@@ -836,6 +863,7 @@ export class SimKernel {
     loop.refs--;
     if (loop.refs > 0) return;
     this.loops.delete(loop.backing);
+    rmSync(this.udevDataFile(loop), { force: true });
     // still mounted somewhere? -d then only sets autoclear and the kernel detaches on last close
     const r = await execTool('losetup', ['-d', loop.device]);
     if (r.code !== 0) this.log('warn', 'losetup -d failed', { device: loop.device, stderr: r.stderr.trim() });

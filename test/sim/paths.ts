@@ -18,6 +18,8 @@ export interface SimPaths {
   ifaces: string;
   run: string;
   kernelSocket: string;
+  /** udev's database (`/run/udev/data`): one `b<major>:<minor>` file per block device */
+  udevData: string;
   bin: string;
   backing: string;
   faults: string;
@@ -45,6 +47,7 @@ export function simPaths(root: string): SimPaths {
     ifaces: join(db, 'ifaces'),
     run,
     kernelSocket: join(run, 'kernel.sock'),
+    udevData: join(run, 'udev/data'),
     bin: join(root, 'bin'),
     backing: join(root, 'backing'),
     faults: join(root, 'faults.json'),
