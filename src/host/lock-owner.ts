@@ -102,7 +102,8 @@ export async function lockOwnerGone(lockPath: string, owner: LockOwner): Promise
   } catch {
     return false;
   }
-  if (st.ino !== owner.lockIno || st.birthtimeMs !== owner.lockBirthMs) return false;
+  // without a birth time (some filesystems) a reused inode number could pass for the old directory
+  if (owner.lockBirthMs === 0 || st.ino !== owner.lockIno || st.birthtimeMs !== owner.lockBirthMs) return false;
   if (owner.pid === process.pid && owner.startTicks === me.startTicks) return false;
   return (await processStartTicks(owner.pid).catch(() => owner.startTicks)) !== owner.startTicks;
 }

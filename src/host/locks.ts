@@ -10,6 +10,7 @@
 //   CSI spec allows, and kubelet retries it.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 import { Aborted } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -77,15 +78,27 @@ const LOCK_DIR_MODE = 0o700;
  */
 const MAX_HANDOVERS = 64;
 
+/**
+ * After a forced release with callers still queued, this process waits this long before taking the
+ * lock again: longer than the other process's longest backoff step, so it can get in.
+ */
+const YIELD_MS = 2 * RETRY_MAX_MS;
+/** A takeover guard left by a process that crashed during a takeover is ignored and removed after this. */
+const TAKEOVER_GUARD_STALE_MS = 10_000;
+
 interface HeldFileLock {
   release: () => Promise<void>;
   handovers: number;
+  /** proper-lockfile lost it (directory removed or not refreshable): never handed on */
+  compromised: boolean;
 }
 
 export class TargetLock {
   private readonly mutex = new KeyedMutex();
   /** file locks held by this process, by IQN, while in-process callers hand the target to each other */
   private readonly fileLocks = new Map<string, HeldFileLock>();
+  /** per IQN: do not take the lock file again before this time (performance.now()), see YIELD_MS */
+  private readonly yieldUntil = new Map<string, number>();
   private readonly staleMs: number;
   private readonly retries: number;
   private readonly logger: Logger | undefined;
@@ -111,24 +124,31 @@ export class TargetLock {
       let held = this.fileLocks.get(iqn);
       if (held) held.handovers += 1;
       else {
-        held = { release: await this.takeFileLock(iqn), handovers: 0 };
-        this.fileLocks.set(iqn, held);
+        const fresh: HeldFileLock = { release: async () => undefined, handovers: 0, compromised: false };
+        fresh.release = await this.takeFileLock(iqn, fresh);
+        this.fileLocks.set(iqn, fresh);
+        held = fresh;
       }
       try {
         return await fn();
       } finally {
         // still inside the mutex: a caller arriving now waits for it and then finds no file lock held
-        if (!this.mutex.hasWaiters(iqn) || held.handovers >= MAX_HANDOVERS) {
+        const forced = held.handovers >= MAX_HANDOVERS;
+        if (!this.mutex.hasWaiters(iqn) || forced || held.compromised) {
           this.fileLocks.delete(iqn);
           await held.release();
+          if (forced && this.mutex.hasWaiters(iqn)) this.yieldUntil.set(iqn, performance.now() + YIELD_MS);
         }
       }
     });
   }
 
   /** Takes the target's lock file (waiting for another process); returns its release, which never throws. */
-  private async takeFileLock(iqn: string): Promise<() => Promise<void>> {
+  private async takeFileLock(iqn: string, held: HeldFileLock): Promise<() => Promise<void>> {
     const lockPath = this.lockPath(iqn);
+    const yieldLeft = (this.yieldUntil.get(iqn) ?? 0) - performance.now();
+    this.yieldUntil.delete(iqn);
+    if (yieldLeft > 0) await sleep(yieldLeft);
     await fs.mkdir(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
     await this.takeOverFromDeadOwner(iqn, lockPath);
     let release: () => Promise<void>;
@@ -140,7 +160,10 @@ export class TargetLock {
         retries: { retries: this.retries, minTimeout: RETRY_MIN_MS, maxTimeout: RETRY_MAX_MS, factor: RETRY_FACTOR },
         // the default throws from a timer and would crash the driver; a compromised lock (its
         // directory removed or not refreshable) is reported and the operation carries on
-        onCompromised: (err) => this.logger?.error({ iqn, lockPath, err: err.message }, 'target lock compromised'),
+        onCompromised: (err) => {
+          held.compromised = true;
+          this.logger?.error({ iqn, lockPath, err: err.message }, 'target lock compromised');
+        },
       });
     } catch (e) {
       if ((e as { code?: string }).code === 'ELOCKED') {
@@ -159,17 +182,41 @@ export class TargetLock {
    * A lock whose recorded owner is certainly gone (same boot and PID namespace, and no process with
    * that pid and start time) is removed now rather than after the stale period: a driver restarted
    * after a crash attaches at once. Anything uncertain is left to proper-lockfile's staleness rule.
+   * Two live processes may find the same dead owner: a guard directory lets one of them take over,
+   * and it looks again inside the guard, so neither can remove a lock the other has taken since.
    */
   private async takeOverFromDeadOwner(iqn: string, lockPath: string): Promise<void> {
     const owner = await readLockOwner(lockPath);
     if (!owner || !(await lockOwnerGone(lockPath, owner))) return;
+    const guard = `${lockPath}.takeover`;
+    if (!(await takeGuard(guard))) return; // another process is taking it over: wait as usual
     try {
-      await fs.rmdir(lockPath);
-    } catch {
-      return; // released or taken over meanwhile: the normal path decides
+      const again = await readLockOwner(lockPath);
+      if (!again || again.pid !== owner.pid || again.startTicks !== owner.startTicks || !(await lockOwnerGone(lockPath, again))) return;
+      // the record first: once the directory is gone another process may take the lock and write its own
+      await removeLockOwner(lockPath);
+      try {
+        await fs.rmdir(lockPath);
+      } catch {
+        return;
+      }
+      this.logger?.warn({ iqn, lockPath, ownerPid: owner.pid }, 'took over a target lock left by a process that is gone');
+    } finally {
+      await fs.rmdir(guard).catch(() => undefined);
     }
-    await removeLockOwner(lockPath);
-    this.logger?.warn({ iqn, lockPath, ownerPid: owner.pid }, 'took over a target lock left by a process that is gone');
+  }
+}
+
+/** mkdir of the takeover guard; false when another process holds it (a stale one is cleared for next time). */
+async function takeGuard(guard: string): Promise<boolean> {
+  try {
+    await fs.mkdir(guard, { mode: LOCK_DIR_MODE });
+    return true;
+  } catch (e) {
+    if ((e as { code?: string }).code !== 'EEXIST') return false;
+    const st = await fs.stat(guard).catch(() => null);
+    if (st && Date.now() - st.mtimeMs > TAKEOVER_GUARD_STALE_MS) await fs.rmdir(guard).catch(() => undefined);
+    return false;
   }
 }
 

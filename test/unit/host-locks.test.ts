@@ -181,6 +181,36 @@ describe('TargetLock', () => {
     await expect(lock.withLock(IQN, () => 'stolen')).rejects.toThrow(Aborted);
   });
 
+  it('leaves a dead owner\'s lock alone while another process holds the takeover guard', async () => {
+    const holder = await otherProcessHolding(stateDir);
+    holder.kill('SIGKILL');
+    await once(holder, 'exit');
+    const lock = new TargetLock(stateDir, { staleMs: 60_000, maxWaitMs: 300 });
+    // a second live process is in the middle of taking it over
+    await fsp.mkdir(`${lock.lockPath(IQN)}.takeover`);
+    await expect(lock.withLock(IQN, () => 'both')).rejects.toThrow(Aborted);
+    await fsp.rmdir(`${lock.lockPath(IQN)}.takeover`);
+    expect(await lock.withLock(IQN, () => 'taken over')).toBe('taken over');
+    expect(await fsp.readdir(join(stateDir, 'locks'))).toEqual([]);
+  });
+
+  it('lets another process in between bursts of in-process callers', async () => {
+    const busy = new TargetLock(stateDir);
+    let stop = false;
+    // a continuous queue of in-process callers on one target, for longer than the other process waits
+    const burst = (async () => {
+      while (!stop) await Promise.all(Array.from({ length: 8 }, () => busy.withLock(IQN, () => sleep(1))));
+    })();
+    await sleep(20);
+    const other = new TargetLock(join(stateDir), { maxWaitMs: 3_000 }); // another process's instance
+    try {
+      expect(await other.withLock(IQN, () => 'got in')).toBe('got in');
+    } finally {
+      stop = true;
+      await burst;
+    }
+  });
+
   it('hands the lock file from one in-process caller to the next while they queue', async () => {
     const lock = new TargetLock(stateDir);
     const births = new Set<bigint>();
