@@ -82,20 +82,27 @@ export async function connectPortals(host: NodeHost, target: TargetSpec, iface: 
 async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, iface: string, log: Logger): Promise<void> {
   const discovery = { portal, iface };
   const key = formatPortal(portal);
-  orThrow(await host.iscsi.newDiscovery(discovery));
-  if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
-  const found = orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
+  // The discovery record is the portal's, shared by every target there, and `-o new` resets it to
+  // defaults even when it exists: a stage of another target at this portal (another IQN lock) must
+  // not reset it between this one's CHAP settings and its discovery.
+  const found = await host.targetLocks.withLock(discoveryLockKey(key, iface), async () => {
+    orThrow(await host.iscsi.newDiscovery(discovery));
+    if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
+    return orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
+  });
   const node = { iqn: target.iqn, portal, iface };
   // A target that discovery does not list here (e.g. it reports another portal group) gets a record without one.
   const listed = found.find((t) => t.iqn === target.iqn && t.portal === key);
   host.forgottenNodes.recreated(target.iqn, key, iface);
   orThrow(await host.iscsi.newNode(node, listed?.tpgt));
+  const limits = loginLimits(host.cfg.commands.iscsiadm.timeoutMs);
   try {
     // manual scan: only the LUNs we ask for appear (kubernetes #90982); startup manual: no silent re-login at boot
     orThrow(await host.iscsi.updateNode(node, {
       'node.session.scan': 'manual',
       'node.startup': 'manual',
-      'node.session.initial_login_retry_max': String(loginRetries(host.cfg.commands.iscsiadm.timeoutMs)),
+      'node.session.initial_login_retry_max': String(limits.retries),
+      'node.conn[0].timeo.login_timeout': String(limits.loginTimeoutS),
       ...sessionChapSettings(target.sessionChap),
     }));
     orThrow(await host.iscsi.login(node));
@@ -107,16 +114,27 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
   log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
 }
 
-/** iscsid.conf's `node.conn[0].timeo.login_timeout` (open-iscsi's shipped default) */
-const ISCSID_LOGIN_TIMEOUT_MS = 15_000;
+/** The lock of a portal's discovery record (taken inside a target lock, never the other way round). */
+function discoveryLockKey(portal: string, iface: string): string {
+  return `discovery ${portal} ${iface}`;
+}
+
+/** iscsid.conf's `node.conn[0].timeo.login_timeout`: one login attempt is never given longer. */
+const LOGIN_TIMEOUT_MAX_S = 15;
+/** iscsid's attempts end this long before iscsiadm's timeout, at the latest. */
+const LOGIN_MARGIN_MS = 5_000;
 
 /**
- * Login attempts iscsid may make for one `--login`, so that they end before iscsiadm's timeout: with
- * iscsid.conf's 8 attempts of 15 s, iscsid would go on after the driver killed iscsiadm at 30 s, and a
- * late success would leave a session no record accounts for.
+ * How long one login attempt may take and how many attempts iscsid may make for one `--login`, so
+ * that all of them end before iscsiadm's timeout. With iscsid.conf's 8 attempts of 15 s (or
+ * open-iscsi's built-in 30 s), iscsid would go on after the driver killed iscsiadm, and a late
+ * success would leave a session no record accounts for. An attempt that starts just before the
+ * retry window closes still runs its full timeout: (attempts + 1) × timeout must fit.
  */
-export function loginRetries(iscsiadmTimeoutMs: number): number {
-  return Math.max(1, Math.floor(iscsiadmTimeoutMs / ISCSID_LOGIN_TIMEOUT_MS) - 1);
+export function loginLimits(iscsiadmTimeoutMs: number): { loginTimeoutS: number; retries: number } {
+  const budgetS = Math.max(2, Math.floor((iscsiadmTimeoutMs - LOGIN_MARGIN_MS) / 1000));
+  const loginTimeoutS = Math.max(1, Math.min(LOGIN_TIMEOUT_MAX_S, Math.floor(budgetS / 2)));
+  return { loginTimeoutS, retries: Math.max(1, Math.floor(budgetS / loginTimeoutS) - 1) };
 }
 
 /** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */

@@ -80,3 +80,18 @@ describe('node request validation', () => {
     expect(() => parsePath('/a\0b', 'target_path')).toThrow('NUL');
   });
 });
+
+describe('login limits', () => {
+  it('make every iscsid login attempt end before iscsiadm is killed', async () => {
+    const { loginLimits } = await import('../../src/flows/attach.js');
+    for (const timeoutMs of [10_000, 30_000, 60_000, 120_000, 300_000]) {
+      const { loginTimeoutS, retries } = loginLimits(timeoutMs);
+      expect(retries).toBeGreaterThanOrEqual(1);
+      expect(loginTimeoutS).toBeLessThanOrEqual(15);
+      // the last attempt may start just before the retry window closes and run its full timeout
+      expect((retries + 1) * loginTimeoutS * 1000, `${timeoutMs} ms`).toBeLessThanOrEqual(timeoutMs - 5_000);
+    }
+    expect(loginLimits(30_000)).toEqual({ loginTimeoutS: 12, retries: 1 });
+    expect(loginLimits(120_000)).toEqual({ loginTimeoutS: 15, retries: 6 });
+  });
+});
