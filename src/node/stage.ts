@@ -45,6 +45,11 @@ export async function stageVolume(host: NodeHost, spec: StageSpec, ctx: CallCont
     log.warn({ stagingPath: spec.stagingPath }, 'recorded as staged but the mount or device is gone: staging again');
   }
 
+  if (existing?.phase === 'detaching') {
+    // an unstage that failed half way (its logout timed out): finish it from its own record first, so
+    // a session to portals this request no longer names is not left behind
+    await detach(host, existing, log).catch((e: Error) => log.warn({ err: e.message }, 'finishing the earlier unstage failed; staging anyway'));
+  }
   // host names become addresses before anything is recorded: node records, sysfs and by-path use those
   const target = { ...spec.target, portals: await resolvePortals(spec.target.portals, host.cfg.timeouts.portalResolveMs) };
   const cloned = target.initiatorName ? clonedIfaceName(target.iface, spec.volumeId) : undefined;

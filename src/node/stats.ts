@@ -63,7 +63,8 @@ function ioProbeKey(path: string): string {
 /** Reads the volume's directory in its own process, waiting `timeouts.volumeProbeMs` at most. */
 async function readWithin(host: NodeHost, path: string): Promise<string | null> {
   const limit = host.cfg.timeouts.volumeProbeMs;
-  const r = await host.probes.run(ioProbeKey(path), () => host.fs.readDirectory(path), limit);
+  const read = (): Promise<string | null> => host.fs.readDirectory(path).catch((e: Error) => `${path} cannot be read: ${e.message}`);
+  const r = await host.probes.run(ioProbeKey(path), read, limit);
   if (r.status === 'done') return r.value;
   if (r.status === 'late') return `I/O on ${path} does not complete: reading it took longer than ${limit} ms`;
   return `I/O on ${path} is stuck: a read started ${Math.round(r.sinceMs / 1000)} s ago has not finished`;

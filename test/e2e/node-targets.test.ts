@@ -137,8 +137,9 @@ describe('a portal that serves other targets too', () => {
     await stage('discB', ctxFor(b, 1), blockCapability());
     expect(await scanSetting(b)).toBe('manual');
     expect(await setting(b, 'node.startup')).toBe('manual');
-    // iscsid's login attempts end before iscsiadm's timeout (30 s: one attempt of 15 s)
+    // iscsid's login attempts end before iscsiadm's timeout (30 s: (1 + 1) attempts of 12 s)
     expect(await setting(b, 'node.session.initial_login_retry_max')).toBe('1');
+    expect(await setting(b, 'node.conn[0].timeo.login_timeout')).toBe('12');
     await stage('discA', ctxFor(a, 1), blockCapability());
     // the default discovery op would have written c's record and reset b's to iscsid.conf defaults (scan auto)
     expect(nodeRecords(c)).toEqual([]);
@@ -333,11 +334,14 @@ describe('an unstage that fails at logout', () => {
     expect(records()).toEqual([]);
   });
 
-  it('or the volume is staged again from its half-detached state', async () => {
+  it('or the volume is staged again: the half-done unstage is finished first (its session logged out)', async () => {
     await stage('lofail', ctxFor(iqn, 1), blockCapability());
     await failLogout();
+    const [old] = await sessionsTo(iqn);
     await stage('lofail', ctxFor(iqn, 1), blockCapability());
-    expect((await sessionsTo(iqn))[0]!.devices.map((d) => d.lun)).toEqual([1]);
+    const [fresh] = await sessionsTo(iqn);
+    expect(fresh!.sid).not.toBe(old!.sid);
+    expect(fresh!.devices.map((d) => d.lun)).toEqual([1]);
     await unstage('lofail');
     expect(await sessionsTo(iqn)).toEqual([]);
     expect(records()).toEqual([]);
