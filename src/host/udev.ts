@@ -6,10 +6,17 @@
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Sysfs } from './sysfs.js';
+import { waitUntil } from './devices.js';
 
 export type MultipathClaim = 'claimed' | 'maybe' | 'no' | 'unknown';
 
 const FLAG = 'DM_MULTIPATH_DEVICE_PATH';
+/**
+ * udevd makes a device's links first and writes its database entry right after: the driver, woken
+ * by the by-path link, may look before the entry exists. It waits this long for it.
+ */
+const DB_ENTRY_WAIT_MS = 2_000;
+const DB_ENTRY_POLL_MS = 100;
 
 /** Parses a `/run/udev/data/b<maj>:<min>` file: its `E:KEY=VALUE` properties. */
 export function parseUdevProperties(text: string): Map<string, string> {
@@ -33,16 +40,26 @@ export class Udev {
     private readonly sysfs: Sysfs,
   ) {}
 
-  /** What multipath's udev rules said about the path device `name`; `unknown` without a udev entry. */
+  /**
+   * What multipath's udev rules said about the path device `name`. Its database entry may come a
+   * moment after its links; `unknown` when there is no udev database here or no entry came in time.
+   */
   async multipathClaim(name: string): Promise<MultipathClaim> {
     const number = await this.sysfs.deviceNumber(name);
     if (!number) return 'unknown';
-    let text: string;
-    try {
-      text = await fs.readFile(join(this.dataDir, `b${number}`), 'utf8');
-    } catch {
-      return 'unknown'; // no udev on this node (or its database not shared with the driver)
-    }
-    return claimOf(parseUdevProperties(text));
+    const entry = `b${number}`;
+    const read = async (): Promise<MultipathClaim | null> => {
+      try {
+        return claimOf(parseUdevProperties(await fs.readFile(join(this.dataDir, entry), 'utf8')));
+      } catch {
+        return null;
+      }
+    };
+    const now = await read();
+    if (now) return now;
+    const hasDatabase = await fs.stat(this.dataDir).then((st) => st.isDirectory(), () => false);
+    if (!hasDatabase) return 'unknown'; // no udev on this node, or its database not shared with the driver
+    const r = await waitUntil([{ dir: this.dataDir, root: this.dataDir, relevant: (f) => f === null || f === entry }], read, { deadlineMs: DB_ENTRY_WAIT_MS, pollMs: DB_ENTRY_POLL_MS });
+    return r.ok ? r.value : 'unknown';
   }
 }

@@ -54,8 +54,9 @@ describe('multipath', () => {
     await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
     const staging = join(sd.stateDir, 'mp-single-staging');
     mkdirSync(staging, { recursive: true });
-    // multipathd reacts to the uevent: the map takes the path 150 ms after udev made its links
-    await sd.host.setFaults({ multipathDelayMs: 150 });
+    // multipathd reacts to the uevent: the map takes the path 150 ms after udev made its links, and
+    // udevd writes the path's database entry (DM_MULTIPATH_DEVICE_PATH=1) 60 ms after the links
+    await sd.host.setFaults({ multipathDelayMs: 150, udevDelayMs: 60 });
     try {
       await sd.client.call('Node', 'NodeStageVolume', {
         volume_id: 'mp-single', staging_target_path: staging, volume_capability: mountCapability('ext4'),

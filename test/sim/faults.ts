@@ -18,6 +18,8 @@ export interface Faults {
    * reacts to the uevent), instead of before them
    */
   multipathDelayMs?: number;
+  /** udevd writes a new disk's database entry this long after its links (it always comes after them) */
+  udevDelayMs?: number;
 }
 
 export function readFaults(file: string): Faults {

@@ -743,12 +743,16 @@ export class SimKernel {
     relLink(blockDir, join(sys, 'block', name));
     relLink(blockDir, join(sys, 'class/block', name));
     await nodeMade;
-    this.writeUdevData(loop);
-    const mapDelay = this.multipath ? this.faults().multipathDelayMs ?? 0 : 0;
+    const faults = this.faults();
+    const mapDelay = this.multipath ? faults.multipathDelayMs ?? 0 : 0;
     if (this.multipath && mapDelay === 0) await this.addPathToMap(dev);
     await this.refreshAliases(dev.naa);
     // the by-path link comes last: when a waiter sees it, the rest of the device is in place
     relLink(join(this.paths.dev, name), this.byPathLink(dev));
+    // udevd writes the database entry after the links
+    const udevDelay = faults.udevDelayMs ?? 0;
+    if (udevDelay > 0) setTimeout(() => { if (this.loops.get(loop.backing) === loop) this.writeUdevData(loop); }, udevDelay);
+    else this.writeUdevData(loop);
     if (mapDelay > 0) {
       // multipathd reacting to the uevent: the map takes the path a moment after its links exist
       setTimeout(() => {
