@@ -10,7 +10,6 @@
 //   CSI spec allows, and kubelet retries it.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import lockfile from 'proper-lockfile';
 import { Aborted } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -74,15 +73,12 @@ const RETRY_FACTOR = 1.5;
 const LOCK_DIR_MODE = 0o700;
 /**
  * In-process holders that may follow one another under one take of the file lock before it is
- * dropped and taken again, so a driver process on the other side of a rolling upgrade gets its turn.
+ * dropped and taken again. It bounds how long one take lasts; it does not make room for a driver
+ * process on the other side of a rolling upgrade, which retries with backoff and may find the lock
+ * taken again at once (as it would without hand-overs) until this process's queue empties.
  */
 const MAX_HANDOVERS = 64;
 
-/**
- * After a forced release with callers still queued, this process waits this long before taking the
- * lock again: longer than the other process's longest backoff step, so it can get in.
- */
-const YIELD_MS = 2 * RETRY_MAX_MS;
 /** A takeover guard left by a process that crashed during a takeover is ignored and removed after this. */
 const TAKEOVER_GUARD_STALE_MS = 10_000;
 
@@ -97,8 +93,6 @@ export class TargetLock {
   private readonly mutex = new KeyedMutex();
   /** file locks held by this process, by IQN, while in-process callers hand the target to each other */
   private readonly fileLocks = new Map<string, HeldFileLock>();
-  /** per IQN: do not take the lock file again before this time (performance.now()), see YIELD_MS */
-  private readonly yieldUntil = new Map<string, number>();
   private readonly staleMs: number;
   private readonly retries: number;
   private readonly logger: Logger | undefined;
@@ -137,7 +131,6 @@ export class TargetLock {
         if (!this.mutex.hasWaiters(iqn) || forced || held.compromised) {
           this.fileLocks.delete(iqn);
           await held.release();
-          if (forced && this.mutex.hasWaiters(iqn)) this.yieldUntil.set(iqn, performance.now() + YIELD_MS);
         }
       }
     });
@@ -146,9 +139,6 @@ export class TargetLock {
   /** Takes the target's lock file (waiting for another process); returns its release, which never throws. */
   private async takeFileLock(iqn: string, held: HeldFileLock): Promise<() => Promise<void>> {
     const lockPath = this.lockPath(iqn);
-    const yieldLeft = (this.yieldUntil.get(iqn) ?? 0) - performance.now();
-    this.yieldUntil.delete(iqn);
-    if (yieldLeft > 0) await sleep(yieldLeft);
     await fs.mkdir(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
     await this.takeOverFromDeadOwner(iqn, lockPath);
     let release: () => Promise<void>;

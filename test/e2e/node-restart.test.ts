@@ -25,13 +25,17 @@ beforeAll(async () => {
   configFile = join(stateDir, 'config.yaml');
   writeFileSync(configFile, stringify({ stateDir, nodeId: cfg.nodeId, host: cfg.host, commands: { iscsiadm: cfg.commands.iscsiadm, multipath: cfg.commands.multipath, multipathd: cfg.commands.multipathd }, timeouts: { deviceWaitMs: 20_000 } }));
 });
+const started: ChildProcess[] = [];
 afterAll(async () => {
+  // a failed test may leave its driver running
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   await unmountUnder(stateDir).catch(() => undefined);
   await host?.destroy();
 });
 
 async function startDriverProcess(): Promise<ChildProcess> {
   const child = spawn('node', [CLI, '--mode', 'node', '--endpoint', endpoint, '--config', configFile, '--log-level', 'warn'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  started.push(child);
   // a SIGKILLed driver leaves its socket file: wait until the new one answers
   const probe = new CsiClient(endpoint);
   try {
@@ -96,17 +100,23 @@ describe('a driver killed mid-stage', () => {
     let driver = await startDriverProcess();
     let client = new CsiClient(endpoint);
     const pending = client.call('Node', 'NodeStageVolume', req).catch((e: Error) => e);
-    // the login hangs inside the target lock: its directory and owner record are there
-    for (let i = 0; i < 500 && !(existsSync(lockDir) && readdirSync(lockDir).some((f) => f.endsWith('.lock.owner'))); i++) await new Promise((r) => setTimeout(r, 20));
+    const hungLogin = (): boolean => spawnSync('pgrep', ['-f', '--', `--sim-root ${host.root} .*--login`]).status === 0;
+    try {
+      // the login hangs inside the target lock (the portal's discovery lock is released by then)
+      for (let i = 0; i < 500 && !hungLogin(); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(hungLogin()).toBe(true);
+      driver.kill('SIGKILL');
+      await new Promise((r) => driver.once('exit', r));
+      client.close();
+      await pending;
+    } finally {
+      // the orphaned fake iscsiadm would hang forever (a real one would time out inside iscsid)
+      spawnSync('pkill', ['-KILL', '-f', '--', `--sim-root ${host.root} `]);
+      await host.setFaults({});
+    }
+    // the target's lock directory and its owner record are left behind
     expect(readdirSync(lockDir).filter((f) => f.endsWith('.lock'))).toHaveLength(1);
-    driver.kill('SIGKILL');
-    await new Promise((r) => driver.once('exit', r));
-    client.close();
-    await pending;
-    // the orphaned fake iscsiadm would hang forever (a real one would time out inside iscsid)
-    spawnSync('pkill', ['-KILL', '-f', `--sim-root ${host.root} `]);
-    await host.setFaults({});
-    expect(readdirSync(lockDir).filter((f) => f.endsWith('.lock'))).toHaveLength(1);
+    expect(readdirSync(lockDir).filter((f) => f.endsWith('.lock.owner'))).toHaveLength(1);
 
     driver = await startDriverProcess();
     client = new CsiClient(endpoint);
