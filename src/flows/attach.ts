@@ -2,9 +2,10 @@
 // adapters: iface lookup → iface clone → per-IQN lock → portal→host map → per portal: scan one LUN if
 // logged in, else discovery + CHAP + manual scan + login + manual startup → wait for the by-path
 // device (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
+import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
-import { orThrow, sessionChapSettings } from '../host/iscsiadm.js';
+import { orThrow, sessionChapSettings, type ChapCredentials } from '../host/iscsiadm.js';
 import type { WaitOptions } from '../host/devices.js';
 import type { MultipathHolder } from '../host/sysfs.js';
 import type { Logger } from '../log.js';
@@ -82,14 +83,16 @@ export async function connectPortals(host: NodeHost, target: TargetSpec, iface: 
 async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, iface: string, log: Logger): Promise<void> {
   const discovery = { portal, iface };
   const key = formatPortal(portal);
-  // The discovery record is the portal's, shared by every target there, and `-o new` resets it to
-  // defaults even when it exists: a stage of another target at this portal (another IQN lock) must
-  // not reset it between this one's CHAP settings and its discovery.
-  const found = await host.targetLocks.withLock(discoveryLockKey(key, iface), async () => {
-    orThrow(await host.iscsi.newDiscovery(discovery));
-    if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
-    return orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
-  });
+  // The discovery record is the portal's (send_targets/<addr>,<port>), shared by every target and iface
+  // there, and `-o new` resets it to defaults even when it exists: a stage of another target at this
+  // portal (another IQN lock) must not reset it between this one's CHAP settings and its discovery.
+  // Stages asking the same portal the same way at the same time share one discovery.
+  const found = await host.discoveries.run(discoveryFlightKey(key, iface, target.discoveryChap), () =>
+    host.targetLocks.withLock(discoveryLockKey(key), async () => {
+      orThrow(await host.iscsi.newDiscovery(discovery));
+      if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
+      return orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
+    }));
   const node = { iqn: target.iqn, portal, iface };
   // A target that discovery does not list here (e.g. it reports another portal group) gets a record without one.
   const listed = found.find((t) => t.iqn === target.iqn && t.portal === key);
@@ -115,8 +118,19 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
 }
 
 /** The lock of a portal's discovery record (taken inside a target lock, never the other way round). */
-function discoveryLockKey(portal: string, iface: string): string {
-  return `discovery ${portal} ${iface}`;
+function discoveryLockKey(portal: string): string {
+  return `discovery ${portal}`;
+}
+
+/**
+ * What makes two discoveries the same question: the portal, the iface (the initiator name: a target's
+ * ACL decides what it lists) and the discovery CHAP credentials (compared by digest, in memory only).
+ */
+function discoveryFlightKey(portal: string, iface: string, chap: ChapCredentials | undefined): string {
+  const digest = chap
+    ? createHash('sha256').update([chap.username, chap.password.reveal(), chap.usernameIn ?? '', chap.passwordIn?.reveal() ?? ''].join('\0')).digest('hex')
+    : 'none';
+  return `${portal} ${iface} ${digest}`;
 }
 
 /** iscsid.conf's `node.conn[0].timeo.login_timeout`: one login attempt is never given longer. */

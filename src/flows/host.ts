@@ -14,6 +14,8 @@ import { Sysfs } from '../host/sysfs.js';
 import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../host/probe-guard.js';
 import { Udev } from '../host/udev.js';
+import { SingleFlight } from './single-flight.js';
+import type { PortalTarget } from '../host/iscsiadm.js';
 
 export interface NodeHost {
   cfg: Config;
@@ -30,6 +32,8 @@ export interface NodeHost {
   /** I/O probes of volume paths (stats): bounded, never two at once per path */
   probes: ProbeGuard;
   udev: Udev;
+  /** SendTargets discoveries under way, shared by the stages that ask the same portal the same way */
+  discoveries: SingleFlight<PortalTarget[]>;
 }
 
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
@@ -44,6 +48,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     forgottenNodes: new ForgottenNodes(),
     probes: new ProbeGuard(),
     udev: new Udev(cfg.host.udevDataDir, sysfs),
+    discoveries: new SingleFlight(),
   };
 }
 

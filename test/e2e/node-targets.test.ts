@@ -277,6 +277,38 @@ describe('a reader-only volume', () => {
   });
 });
 
+describe('a portal whose discovery hangs', () => {
+  const iqns = ['hang-d1', 'hang-d2', 'hang-d3'].map((n) => `iqn.2026-11.dev.test:${n}`);
+  beforeAll(async () => { for (const iqn of iqns) await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+
+  it('costs the stages of its targets one discovery timeout together, not one each in turn', async () => {
+    const iscsiadm = sd.cfg.commands.iscsiadm;
+    const saved = iscsiadm.timeoutMs;
+    iscsiadm.timeoutMs = 1_500;
+    const runner = sd.runner as { run: typeof sd.runner.run };
+    const run = runner.run;
+    let discoveries = 0;
+    runner.run = (name, args, opts) => {
+      if (name === 'iscsiadm' && args.includes('discoverydb')) discoveries += 1;
+      return run.call(sd.runner, name, args, opts);
+    };
+    await sd.host.setFaults({ hang: ['discovery'] });
+    try {
+      const codes = await Promise.all(iqns.map((iqn, i) => codeOf(stage(`hangdisc${i}`, ctxFor(iqn, 1), blockCapability()))));
+      expect(codes).toEqual([status.DEADLINE_EXCEEDED, status.DEADLINE_EXCEEDED, status.DEADLINE_EXCEEDED]);
+      expect(discoveries).toBe(1);
+    } finally {
+      runner.run = run;
+      await sd.host.setFaults({});
+      iscsiadm.timeoutMs = saved;
+    }
+    expect(records()).toEqual([]);
+    await stage('hangdisc0', ctxFor(iqns[0]!, 1), blockCapability());
+    await unstage('hangdisc0');
+    for (const iqn of iqns) expect(nodeRecords(iqn)).toEqual([]);
+  });
+});
+
 describe('a hung iscsiadm', () => {
   const iqn = 'iqn.2026-11.dev.test:hang';
   beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
