@@ -73,7 +73,14 @@ export async function writeLockOwner(lockPath: string): Promise<void> {
   await fs.rename(tmp, ownerPath(lockPath));
 }
 
-export async function removeLockOwner(lockPath: string): Promise<void> {
+/**
+ * Removes the owner record if it still names `owner` (by default this process): a record another
+ * process wrote since (it took the lock after ours was lost) stays.
+ */
+export async function removeLockOwner(lockPath: string, owner?: Pick<LockOwner, 'pid' | 'startTicks'>): Promise<void> {
+  const expected = owner ?? (await self().then((me) => (me ? { pid: process.pid, startTicks: me.startTicks } : null)));
+  const current = await readLockOwner(lockPath);
+  if (!current || !expected || current.pid !== expected.pid || current.startTicks !== expected.startTicks) return;
   await fs.rm(ownerPath(lockPath), { force: true }).catch(() => undefined);
 }
 

@@ -79,6 +79,8 @@ const LOCK_DIR_MODE = 0o700;
  */
 const MAX_HANDOVERS = 64;
 
+/** A takeover needs the lock this much younger than the stale period. */
+const TAKEOVER_STALE_MARGIN_MS = 2_000;
 /** A takeover guard left by a process that crashed during a takeover is ignored and removed after this. */
 const TAKEOVER_GUARD_STALE_MS = 10_000;
 
@@ -173,18 +175,24 @@ export class TargetLock {
    * that pid and start time) is removed now rather than after the stale period: a driver restarted
    * after a crash attaches at once. Anything uncertain is left to proper-lockfile's staleness rule.
    * Two live processes may find the same dead owner: a guard directory lets one of them take over,
-   * and it looks again inside the guard, so neither can remove a lock the other has taken since.
+   * and it looks again inside the guard, so neither takeover removes a lock the other has taken
+   * since. Past the stale period proper-lockfile's own rule applies (with its own check-then-remove
+   * window, as before takeovers existed).
    */
   private async takeOverFromDeadOwner(iqn: string, lockPath: string): Promise<void> {
     const owner = await readLockOwner(lockPath);
     if (!owner || !(await lockOwnerGone(lockPath, owner))) return;
+    // near or past the stale period proper-lockfile removes it on its own terms: two removers of one
+    // directory could each end up holding a lock, so the takeover keeps out of its way
+    const age = await fs.stat(lockPath).then((st) => Date.now() - st.mtimeMs, () => Infinity);
+    if (age > this.staleMs - TAKEOVER_STALE_MARGIN_MS) return;
     const guard = `${lockPath}.takeover`;
     if (!(await takeGuard(guard))) return; // another process is taking it over: wait as usual
     try {
       const again = await readLockOwner(lockPath);
       if (!again || again.pid !== owner.pid || again.startTicks !== owner.startTicks || !(await lockOwnerGone(lockPath, again))) return;
       // the record first: once the directory is gone another process may take the lock and write its own
-      await removeLockOwner(lockPath);
+      await removeLockOwner(lockPath, owner);
       try {
         await fs.rmdir(lockPath);
       } catch {

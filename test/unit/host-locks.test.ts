@@ -194,6 +194,17 @@ describe('TargetLock', () => {
     expect(await fsp.readdir(join(stateDir, 'locks'))).toEqual([]);
   });
 
+  it('on release removes only its own owner record, not one another process wrote since', async () => {
+    const lock = new TargetLock(stateDir);
+    const path = lock.lockPath(IQN);
+    await lock.withLock(IQN, async () => {
+      // our lock was lost and another process took it and recorded itself
+      const theirs = JSON.parse(await fsp.readFile(`${path}.owner`, 'utf8')) as Record<string, unknown>;
+      await fsp.writeFile(`${path}.owner`, JSON.stringify({ ...theirs, pid: 1, startTicks: '1' }));
+    });
+    expect(JSON.parse(await fsp.readFile(`${path}.owner`, 'utf8'))).toMatchObject({ pid: 1 });
+  });
+
   it('hands the lock file from one in-process caller to the next while they queue', async () => {
     const lock = new TargetLock(stateDir);
     const births = new Set<bigint>();
