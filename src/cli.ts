@@ -100,4 +100,4 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-void main();
+main().catch((e: Error) => fail(`cannot start: ${e.message.split('\n')[0]}`, EXIT_FAILURE));

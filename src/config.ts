@@ -239,9 +239,9 @@ export function validateConfig(cfg: Config): void {
   for (const [name, c] of Object.entries(cfg.commands)) {
     if (!Array.isArray(c.argv) || c.argv.length === 0 || !c.argv.every((a) => typeof a === 'string' && a.length > 0)) throw new ConfigError(`commands.${name}.argv must be a non-empty list of strings`);
     if (!(Number.isInteger(c.timeoutMs) && c.timeoutMs > 0)) throw new ConfigError(`commands.${name}.timeoutMs must be a positive integer`);
-    if (c.prefix && !c.prefix.every((a) => typeof a === 'string')) throw new ConfigError(`commands.${name}.prefix must be a list of strings`);
+    if (c.prefix !== undefined && !isStringList(c.prefix)) throw new ConfigError(`commands.${name}.prefix must be a list of strings`);
   }
-  if (!cfg.commandPrefix.every((a) => typeof a === 'string')) throw new ConfigError('commandPrefix must be a list of strings');
+  if (!isStringList(cfg.commandPrefix)) throw new ConfigError('commandPrefix must be a list of strings');
   for (const [key, v] of Object.entries(cfg.timeouts)) {
     if (!(Number.isInteger(v) && v >= 0)) throw new ConfigError(`timeouts.${key} must be a non-negative integer`);
   }
@@ -258,4 +258,8 @@ export function socketPathOf(endpoint: string): string {
   const m = /^unix:\/\/(\/.+)$/.exec(endpoint) ?? /^unix:(\/[^/].*)$/.exec(endpoint);
   if (!m || !m[1]) throw new ConfigError(`endpoint ${JSON.stringify(endpoint)} must be unix:///absolute/path.sock`);
   return m[1];
+}
+
+function isStringList(v: unknown): v is string[] {
+  return Array.isArray(v) && v.every((a) => typeof a === 'string');
 }

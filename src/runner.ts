@@ -3,7 +3,7 @@
 // are passed to the process but rendered as a placeholder in every log line and error message.
 import { execa } from 'execa';
 import type { CommandConfig, CommandName } from './config.js';
-import { DeadlineExceeded, FailedPrecondition } from './errors.js';
+import { DeadlineExceeded, FailedPrecondition, Internal } from './errors.js';
 import { Secret, type Logger } from './log.js';
 
 export type Arg = string | Secret;
@@ -39,7 +39,6 @@ export interface CommandRunner {
   readonly stats: RunStats;
 }
 
-const KILL_GRACE_MS = 2_000;
 
 export function safeArgv(argv: Arg[]): string[] {
   return argv.map((a) => (a instanceof Secret ? a.toString() : a));
@@ -63,13 +62,11 @@ export class ExecaRunner implements CommandRunner {
     const log = opts.logger ?? this.logger;
     const started = performance.now();
     let result;
-    let pid: number | undefined;
+    let timedOut = false;
+    let timer: NodeJS.Timeout | undefined;
     try {
       const child = execa(file!, rest, {
         reject: false,
-        timeout: timeoutMs,
-        killSignal: 'SIGKILL',
-        forceKillAfterDelay: KILL_GRACE_MS,
         cleanup: true,
         // own process group, so a timeout kills the whole tree (e.g. a prefix like `chroot` and its child)
         detached: true,
@@ -81,19 +78,29 @@ export class ExecaRunner implements CommandRunner {
         encoding: 'utf8',
         maxBuffer: 64 * 1024 * 1024,
       });
-      pid = child.pid;
+      // Our own timer kills the whole group at once: a child's timeout alone would wait for every
+      // process still holding its output pipes (a forked grandchild) before the call returned.
+      const pid = child.pid;
+      timer = setTimeout(() => {
+        timedOut = true;
+        killGroup(pid);
+      }, timeoutMs);
       result = await child;
     } finally {
+      clearTimeout(timer);
       const ms = performance.now() - started;
       this.stats.commands += 1;
       this.stats.commandMs += ms;
       this.stats.byName[name] = (this.stats.byName[name] ?? 0) + 1;
     }
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
-    if (result.timedOut) {
-      killGroup(pid);
+    if (timedOut) {
       log.warn({ cmd: shown, durationMs }, 'command timed out');
       throw new DeadlineExceeded(`${name} did not finish within ${timeoutMs} ms and was killed (${shown.join(' ')})`);
+    }
+    if (result.signal) {
+      log.warn({ cmd: shown, durationMs, signal: result.signal }, 'command killed by a signal');
+      throw new Internal(`${name} was killed by ${result.signal} (${shown.join(' ')})`);
     }
     if (result.failed && result.exitCode === undefined) {
       const code = (result as { code?: string }).code;

@@ -60,6 +60,8 @@ describe('config', () => {
     ['mode: both', 'mode must be node, controller or all'],
     ['driverName: "-bad"', 'driverName'],
     ['endpoint: tcp://1.2.3.4:5', 'endpoint'],
+    ['commands: {tgtadm: {prefix: "chroot /host"}}', 'commands.tgtadm.prefix must be a list of strings'],
+    ['commandPrefix: "chroot /host"', 'commandPrefix must be a list'],
   ])('rejects %s with a message naming the key', (yaml, message) => {
     expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(ConfigError);
     expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(message);
