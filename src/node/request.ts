@@ -167,18 +167,23 @@ function parseChap(secrets: Record<string, string>, keys: typeof SESSION_CHAP_KE
     return undefined;
   }
   if (!username || !password) throw new InvalidArgument(`${what} CHAP needs both ${keys.username} and ${keys.password} in the node-stage secret`);
-  const cred: ChapCredentials = { username: checkChapName(username, keys.username), password: new Secret(password) };
+  const cred: ChapCredentials = { username: checkChapValue(username, keys.username), password: new Secret(checkChapValue(password, keys.password)) };
   const usernameIn = secrets[keys.usernameIn];
   const passwordIn = secrets[keys.passwordIn];
   if (usernameIn || passwordIn) {
     if (!usernameIn || !passwordIn) throw new InvalidArgument(`mutual ${what} CHAP needs both ${keys.usernameIn} and ${keys.passwordIn}`);
-    cred.usernameIn = checkChapName(usernameIn, keys.usernameIn);
-    cred.passwordIn = new Secret(passwordIn);
+    cred.usernameIn = checkChapValue(usernameIn, keys.usernameIn);
+    cred.passwordIn = new Secret(checkChapValue(passwordIn, keys.passwordIn));
   }
   return cred;
 }
 
-function checkChapName(value: string, key: string): string {
+/**
+ * A CHAP name or password as open-iscsi can store it: one `key = value` line of a record file, so no
+ * line break (it would add lines of its own, e.g. `node.startup = automatic`) and no NUL. The message
+ * names the key, never the value.
+ */
+function checkChapValue(value: string, key: string): string {
   if (value.length > 256 || /[\0\n\r]/.test(value)) throw new InvalidArgument(`${key} must be at most 256 characters without line breaks`);
   return value;
 }

@@ -60,6 +60,16 @@ describe('node request validation', () => {
     expect(() => parseTargetSpec(ctx, { 'node.session.auth.username': 'a' }, 'default')).toThrow('both');
   });
 
+  it('refuses a CHAP password with a line break or NUL (it would add lines to the record), naming the key only', () => {
+    const ctx = { targetPortal: '1.2.3.4', iqn: 'iqn.2026-11.io.example:t', lun: '1' };
+    for (const bad of ['pw\nnode.startup = automatic', 'pw\0x']) {
+      const call = (): unknown => parseTargetSpec(ctx, { 'node.session.auth.username': 'a', 'node.session.auth.password': bad }, 'default');
+      expect(call).toThrow(InvalidArgument);
+      expect(call).toThrow('node.session.auth.password must be at most 256 characters without line breaks');
+    }
+    expect(() => parseTargetSpec(ctx, { 'node.session.auth.username': 'a', 'node.session.auth.password': 'b', 'node.session.auth.username_in': 't', 'node.session.auth.password_in': 'x\ry' }, 'default')).toThrow('node.session.auth.password_in');
+  });
+
   it('parses capabilities: block, mount with fs type and flags, defaults', () => {
     expect(parseCapability(blockCap(), 'ext4')).toEqual({ access: { kind: 'block' }, accessMode: 'SINGLE_NODE_WRITER' });
     expect(parseCapability(mountCap('xfs', 'SINGLE_NODE_WRITER', ['noatime', 'discard,nodev']), 'ext4').access).toEqual({ kind: 'mount', fsType: 'xfs', mountFlags: ['noatime', 'discard', 'nodev'] });
