@@ -68,7 +68,8 @@ export async function stageVolume(host: NodeHost, spec: StageSpec, ctx: CallCont
     readonly: spec.readonly,
     accessMode: spec.accessMode,
     devices: [],
-    publishedAt: [],
+    // a volume staged again (its mount or device was gone) is still published where it was
+    publishedAt: existing?.publishedAt ?? [],
   };
   // Saved before the first login, so the target counts as in use and a crash leaves enough to clean up.
   await host.metadata.save(record);

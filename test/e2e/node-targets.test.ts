@@ -259,6 +259,25 @@ describe('portals', () => {
   });
 });
 
+describe('a published volume whose staging mount went away', () => {
+  const iqn = 'iqn.2026-11.dev.test:restage';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]); });
+
+  it('is staged again and still known as published: unstage refuses until it is unpublished', async () => {
+    const cap = mountCapability('ext4');
+    const staging = join(work, 'restage-staging');
+    const target = join(work, 'restage-target');
+    await stage('restage', ctxFor(iqn, 1), cap);
+    await sd.client.call('Node', 'NodePublishVolume', { volume_id: 'restage', staging_target_path: staging, target_path: target, volume_capability: cap, readonly: false });
+    execFileSync('umount', [staging]); // e.g. an operator, or a node agent cleaning up
+    await stage('restage', ctxFor(iqn, 1), cap); // kubelet's next stage mounts it again
+    expect(await codeOf(unstage('restage'))).toBe(status.FAILED_PRECONDITION);
+    await sd.client.call('Node', 'NodeUnpublishVolume', { volume_id: 'restage', target_path: target });
+    await unstage('restage');
+    expect(await sessionsTo(iqn)).toEqual([]);
+  });
+});
+
 describe('a reader-only volume', () => {
   const iqn = 'iqn.2026-11.dev.test:reader';
   beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
