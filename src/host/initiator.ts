@@ -1,8 +1,10 @@
 // The node's iSCSI initiator name, from open-iscsi's initiatorname.iscsi ("InitiatorName=iqn…").
 import { readFile } from 'node:fs/promises';
-import { FailedPrecondition } from '../errors.js';
+import { FailedPrecondition, InvalidArgument } from '../errors.js';
+import { parseInitiatorName } from './validate.js';
 
-export function parseInitiatorName(text: string): string | undefined {
+/** The value of the file's `InitiatorName=` line, unchecked. */
+export function initiatorNameLine(text: string): string | undefined {
   for (const line of text.split('\n')) {
     const m = /^\s*InitiatorName\s*=\s*(\S+)\s*$/.exec(line);
     if (m) return m[1];
@@ -17,7 +19,13 @@ export async function readInitiatorName(file: string): Promise<string> {
   } catch (e) {
     throw new FailedPrecondition(`cannot read the initiator name from ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
   }
-  const name = parseInitiatorName(text);
+  const name = initiatorNameLine(text);
   if (!name) throw new FailedPrecondition(`${file} has no InitiatorName= line`);
-  return name;
+  // it becomes the node id the controller puts in target ACLs: an IQN/EUI/NAA, checked like any other
+  try {
+    return parseInitiatorName(name);
+  } catch (e) {
+    if (e instanceof InvalidArgument) throw new FailedPrecondition(`${file}: ${e.message}`);
+    throw e;
+  }
 }
