@@ -219,12 +219,17 @@ async function takeGuard(guard: string): Promise<boolean> {
 }
 
 export class OperationGuard {
-  private readonly active = new Set<string>();
+  /** key → what holds it (the method name, for the message) */
+  private readonly active = new Map<string, string>();
 
-  /** Takes `key` or throws ABORTED if an operation on it is in progress. The release function is idempotent. */
-  tryAcquire(key: string): () => void {
-    if (this.active.has(key)) throw new Aborted(`an operation on volume ${key} is already in progress`);
-    this.active.add(key);
+  /**
+   * Takes `key` or throws ABORTED if an operation on it is in progress, naming `volume` (default the
+   * key) and what holds it. The release function is idempotent.
+   */
+  tryAcquire(key: string, holder = 'another call', volume = key): () => void {
+    const busy = this.active.get(key);
+    if (busy !== undefined) throw new Aborted(`an operation on volume ${volume} is already in progress (${busy})`);
+    this.active.set(key, holder);
     let released = false;
     return () => {
       if (released) return;

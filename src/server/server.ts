@@ -6,9 +6,10 @@ import * as grpc from '@grpc/grpc-js';
 import { randomUUID } from 'node:crypto';
 import { chmod, lstat, unlink } from 'node:fs/promises';
 import { connect } from 'node:net';
-import { Aborted, CsiError, toCsiError, Unavailable, Unimplemented } from '../errors.js';
+import { CsiError, toCsiError, Unavailable, Unimplemented } from '../errors.js';
 import { redact, type Logger } from '../log.js';
 import { READ_ONLY_METHODS, volumeKeyOf, type ServiceImpl } from './service.js';
+import { OperationGuard } from '../host/locks.js';
 
 const LIVE_SOCKET_PROBE_MS = 1_000;
 
@@ -24,28 +25,6 @@ export interface ServerOptions {
   socketMode: number;
   shutdownGraceMs: number;
   logger: Logger;
-}
-
-/** Per-volume guard: a second concurrent operation on the same volume is ABORTED, as the spec allows. */
-export class OperationGuard {
-  readonly #busy = new Map<string, string>();
-
-  tryAcquire(key: string, method: string): () => void {
-    const holder = this.#busy.get(key);
-    if (holder !== undefined) {
-      throw new Aborted(`an operation on volume ${key.replace(/^name:/, '')} is already in progress (${holder})`);
-    }
-    this.#busy.set(key, method);
-    let released = false;
-    return () => {
-      if (!released) this.#busy.delete(key);
-      released = true;
-    };
-  }
-
-  get size(): number {
-    return this.#busy.size;
-  }
 }
 
 export class CsiServer {
@@ -91,7 +70,7 @@ export class CsiServer {
       logger.debug({ req: redact(req) }, 'request');
       if (this.#stopping) throw new Unavailable('the driver is shutting down');
       if (!handler) throw new Unimplemented(`${method} is not implemented by this driver`);
-      if (volumeKey && !READ_ONLY_METHODS.has(method)) release = this.#guard.tryAcquire(volumeKey, method);
+      if (volumeKey && !READ_ONLY_METHODS.has(method)) release = this.#guard.tryAcquire(volumeKey, method, volumeKey.replace(/^name:/, ''));
       const res = await handler(req, { logger, requestId, method });
       callback(null, res ?? {});
     } catch (err) {
