@@ -5,6 +5,7 @@
 // cloned iface. "Already gone" answers (exit 21, 2) count as done.
 import type { Logger } from '../log.js';
 import type { VolumeRecord } from '../host/metadata.js';
+import type { IscsiTopology } from '../host/sysfs.js';
 import type { NodeHost } from './host.js';
 import { orThrow } from '../host/iscsiadm.js';
 import { parsePortal } from '../host/validate.js';
@@ -40,18 +41,21 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
   return host.targetLocks.withLock(record.iqn, async () => {
     // a record marked `detaching` has no devices left and needs no session: when every volume of a
     // target is unstaged at once, the last one to get here logs out, whoever's record is still on disk
-    const others = (await host.metadata.list()).filter((r) => r.iqn === record.iqn && r.volumeId !== record.volumeId && r.phase !== 'detaching');
+    const others = (await host.metadata.listByTarget(record.iqn, record.volumeId)).filter((r) => r.phase !== 'detaching');
     // a session is (target, portal, iface): a volume with its own initiator name has its own sessions
     const inUse = new Set(others.flatMap((r) => r.portals.map((p) => `${p}|${r.iface}`)));
     // sessions present now: a volume unstaged alongside may already have logged out of the portal
     const sessions = await host.sysfs.portalHostMap(record.iqn, record.iface);
+    // read once, and only if some portal is to be logged out
+    let topology: IscsiTopology | undefined;
     let loggedOut = false;
     for (const portal of record.portals) {
       if (inUse.has(`${portal}|${record.iface}`)) continue;
       const node = { iqn: record.iqn, portal: parsePortal(portal), iface: record.iface };
       const sessionHost = sessions.get(portal);
       if (sessionHost !== undefined) {
-        const foreign = await foreignLuns(host, record, sessionHost);
+        topology ??= await host.sysfs.topology(record.iqn);
+        const foreign = foreignLuns(topology, record, sessionHost);
         if (foreign.length > 0) {
           log.warn({ iqn: record.iqn, portal, luns: foreign }, 'the session carries LUNs this driver did not stage (another plugin or an operator uses them): session kept');
           continue;
@@ -75,8 +79,8 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
  * someone else's: the in-tree plugin during a migration, an operator, a volume whose record is
  * unreadable. Logging out would cut it off.
  */
-async function foreignLuns(host: NodeHost, record: VolumeRecord, sessionHost: number): Promise<number[]> {
-  const session = (await host.sysfs.topology(record.iqn)).sessionsForTarget(record.iqn).find((s) => s.host === sessionHost);
+function foreignLuns(topology: IscsiTopology, record: VolumeRecord, sessionHost: number): number[] {
+  const session = topology.sessionsForTarget(record.iqn).find((s) => s.host === sessionHost);
   return (session?.luns ?? []).filter((l) => l.lun !== record.lun && l.devices.length > 0).map((l) => l.lun);
 }
 
