@@ -89,9 +89,16 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
   // Stages asking the same portal the same way at the same time share one discovery.
   const found = await host.discoveries.run(discoveryFlightKey(key, iface, target.discoveryChap), () =>
     host.targetLocks.withLock(discoveryLockKey(key), async () => {
-      orThrow(await host.iscsi.newDiscovery(discovery));
-      if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
-      return orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
+      try {
+        orThrow(await host.iscsi.newDiscovery(discovery));
+        if (target.discoveryChap) orThrow(await host.iscsi.setDiscoveryChap(discovery, target.discoveryChap));
+        return orThrow(await host.iscsi.discover(discovery, { persist: false })).value;
+      } finally {
+        // needed only for this discovery: it would keep a discovery CHAP password in open-iscsi's
+        // database for good (no node record links to it: they are written apart, not by discovery)
+        const removed = await host.iscsi.deleteDiscovery(discovery);
+        if (!removed.ok) log.warn({ portal: key, err: removed.message }, 'could not delete the discovery record');
+      }
     }));
   const node = { iqn: target.iqn, portal, iface };
   // A target that discovery does not list here (e.g. it reports another portal group) gets a record without one.
