@@ -4,7 +4,8 @@ import { FailedPrecondition, InvalidArgument, NotFound, OutOfRange } from '../er
 import type { NodeExpandVolumeRequest, NodeExpandVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/host.js';
-import { isAbsolute } from 'node:path';
+import { isAbsolute, join } from 'node:path';
+import { waitUntil } from '../host/devices.js';
 import { parsePath, parseVolumeIdField } from './request.js';
 import { parseFsType } from '../host/validate.js';
 
@@ -37,18 +38,20 @@ export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest,
   return { capacity_bytes: size };
 }
 
-const SIZE_POLL_MS = 10;
-
 /**
  * A rescan re-reads the capacity; a kernel (or a simulated one) may apply it a little after the write
- * returns. Wait, bounded by the device timeout, until every path reports at least the requested size.
+ * returns. Wait, bounded by the device timeout, until every path reports at least the requested size:
+ * woken by a change of the paths' `size` attribute where the sysfs reports one, else by the poll.
  */
 async function waitForPathSizes(host: NodeHost, paths: string[], required: number): Promise<void> {
   if (required <= 0) return;
-  const deadline = Date.now() + host.cfg.timeouts.deviceWaitMs;
-  for (;;) {
-    const sizes = await Promise.all(paths.map((d) => host.sysfs.deviceSizeBytes(d)));
-    if (sizes.every((s) => s !== null && s >= required) || Date.now() >= deadline) return;
-    await new Promise((r) => setTimeout(r, Math.min(SIZE_POLL_MS, host.cfg.timeouts.devicePollMs)));
-  }
+  const sysRoot = host.sysfs.sysRoot;
+  await waitUntil(
+    paths.map((d) => ({ dir: join(sysRoot, 'block', d), root: sysRoot, relevant: (f: string | null) => f === null || f === 'size' })),
+    async () => {
+      const sizes = await Promise.all(paths.map((d) => host.sysfs.deviceSizeBytes(d)));
+      return sizes.every((s) => s !== null && s >= required) ? true : null;
+    },
+    { deadlineMs: host.cfg.timeouts.deviceWaitMs, pollMs: host.cfg.timeouts.devicePollMs },
+  );
 }
