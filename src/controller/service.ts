@@ -12,7 +12,7 @@ import type {
   ListVolumesResponse, StringMap, ValidateVolumeCapabilitiesRequest, ValidateVolumeCapabilitiesResponse, Volume,
   VolumeCapability,
 } from '../csi/types.js';
-import { CsiError, InvalidArgument, NotFound, OutOfRange } from '../errors.js';
+import { CsiError, FailedPrecondition, InvalidArgument, NotFound, OutOfRange } from '../errors.js';
 import { parseInitiatorName, parseVolumeId } from '../host/validate.js';
 import type { Logger } from '../log.js';
 import type { CommandRunner } from '../runner.js';
@@ -151,6 +151,10 @@ export function createControllerService(deps: ControllerDeps): ControllerService
         }
         mustFind(id);
       }
+      // published only as it was created: a filesystem volume created single-node must not be
+      // attached to a second node, nor read as raw block
+      const problem = unsupported(mustFind(id), [req.volume_capability!], {});
+      if (problem) throw new FailedPrecondition(problem);
       let initiator: string;
       try {
         initiator = parseInitiatorName(req.node_id);
@@ -236,11 +240,13 @@ export function createControllerService(deps: ControllerDeps): ControllerService
       const range = parseRange(req.capacity_range);
       const size = sizeForExpand(range);
       const cap = req.volume_capability ? parseCapability(req.volume_capability) : undefined;
-      mustFind(id);
-      const rec = await backend.expand(id, size);
-      if (range.limit > 0 && rec.capacityBytes > range.limit) {
-        throw new OutOfRange(`volume ${id} already has ${rec.capacityBytes} bytes, more than limit_bytes ${range.limit}; volumes cannot shrink`);
+      const current = mustFind(id).capacityBytes;
+      // before the backend touches the target: a volume larger than the limit cannot shrink to it
+      if (range.limit > 0 && current > range.limit) {
+        throw new OutOfRange(`volume ${id} already has ${current} bytes, more than limit_bytes ${range.limit}; volumes cannot shrink`);
       }
+      const rec = await backend.expand(id, size);
+      if (range.limit > 0 && rec.capacityBytes > range.limit) throw new OutOfRange(`volume ${id} grew to ${rec.capacityBytes} bytes, more than limit_bytes ${range.limit}`);
       return { capacity_bytes: rec.capacityBytes, node_expansion_required: needsNodeExpansion(cap ? [cap] : rec.capabilities) };
     },
   };
@@ -258,6 +264,9 @@ function unsupported(rec: VolumeRecord, caps: VolumeCapability[], parameters: St
   const types = new Set(rec.capabilities.map((c) => c.accessType));
   const wrongType = parsed.find((c) => !types.has(c.accessType));
   if (wrongType) return `volume ${rec.id} was created for access type ${[...types].join('/')}, not ${wrongType.accessType}`;
+  const modes = new Set(rec.capabilities.map((c) => c.mode));
+  const wrongMode = parsed.find((c) => !modes.has(c.mode));
+  if (wrongMode) return `volume ${rec.id} was created for access mode ${[...modes].join('/')}, not ${wrongMode.mode}`;
   const fsType = rec.context.fsType;
   const wrongFs = parsed.find((c) => c.fsType && fsType && c.fsType !== fsType);
   if (wrongFs) return `volume ${rec.id} has fsType ${fsType}, not ${wrongFs.fsType}`;

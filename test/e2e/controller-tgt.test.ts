@@ -268,6 +268,16 @@ describe('tgt controller: publish rules', () => {
     expect((await inq(vol, NODE_B)).code).not.toBe(0);
   });
 
+  it('publishes a volume only with the access type and mode it was created for', async () => {
+    const vol = await create('pvc-caps', { bytes: 8 * MiB }); // filesystem, SINGLE_NODE_WRITER
+    expect(await codeOf(publish(vol.volume_id, NODE_A, { cap: mountCap('MULTI_NODE_READER_ONLY'), readonly: true }))).toBe(status.FAILED_PRECONDITION);
+    expect(await codeOf(publish(vol.volume_id, NODE_B, { cap: blockCap('MULTI_NODE_MULTI_WRITER') }))).toBe(status.FAILED_PRECONDITION);
+    expect((await inq(vol, NODE_A)).code).not.toBe(0);
+    expect((await inq(vol, NODE_B)).code).not.toBe(0);
+    await publish(vol.volume_id, NODE_A);
+    expect((await inq(vol, NODE_A)).code).toBe(0);
+  });
+
   it('lets exactly one of two concurrent publishes of a single-node volume win', async () => {
     const vol = await create('pvc-race', { bytes: 8 * MiB });
     const codes = await Promise.all([codeOf(publish(vol.volume_id, NODE_A)), codeOf(publish(vol.volume_id, NODE_B))]);
