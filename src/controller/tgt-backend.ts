@@ -600,14 +600,15 @@ export class TgtBackend implements VolumeBackend {
     if (vol.chap) {
       const creds = this.#credentialsOf(vol);
       if (!creds) throw new Internal(`CHAP password of account ${vol.chap.user} (volume ${vol.id}) is missing from ${this.#chapFile.path}; create the volume's account again with tgtadm or restore that file`);
-      await this.#ensureAccount(creds.user, creds.password);
+      // an account bound to the target exists: only an unbound one is created (its password is argv)
       if (!live.accounts.includes(creds.user)) {
+        await this.#ensureAccount(creds.user, creds.password);
         await this.#tgtadm.bindAccount(live.tid, creds.user);
         live.accounts.push(creds.user);
       }
       if (creds.mutualUser && creds.mutualPassword) {
-        await this.#ensureAccount(creds.mutualUser, creds.mutualPassword);
         if (!live.outgoingAccounts.includes(creds.mutualUser)) {
+          await this.#ensureAccount(creds.mutualUser, creds.mutualPassword);
           await this.#tgtadm.bindAccount(live.tid, creds.mutualUser, true);
           live.outgoingAccounts.push(creds.mutualUser);
         }
