@@ -49,7 +49,7 @@ for access in ${SANITY_ACCESS_TYPES:-default}; do
   echo "=== csi-sanity (${access}) ==="
   rm -rf "$work/mnt"; mkdir -p "$work/mnt"
   set +e
-  "$SANITY_BIN" --csi.endpoint "unix://$sock" \
+  timeout -k 30 1800 "$SANITY_BIN" --csi.endpoint "unix://$sock" \
     --csi.mountdir "$work/mnt/target" --csi.stagingdir "$work/mnt/staging" \
     --ginkgo.no-color "${extra[@]}" "$@" 2>&1 | tee "$out"
   run_rc=${PIPESTATUS[0]}

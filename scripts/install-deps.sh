@@ -5,8 +5,11 @@
 # is put in place for the install when the machine has none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# gcc, libc6-dev: the simulated host compiles its native fake-command client (test/sim/sim-cli.c)
-PACKAGES=(tgt libiscsi-bin open-iscsi xfsprogs e2fsprogs btrfs-progs util-linux gcc libc6-dev)
+# gcc, libc6-dev: the simulated host compiles its native fake-command client (test/sim/sim-cli.c);
+# procps: pgrep/pkill, which tests use to find processes left behind
+PACKAGES=(tgt libiscsi-bin open-iscsi xfsprogs e2fsprogs btrfs-progs util-linux gcc libc6-dev procps)
+# every step is bounded: a hung mirror or proxy fails the run instead of stalling it
+STEP_TIMEOUT=(timeout -k 30 1200)
 CSI_SANITY_VERSION=${CSI_SANITY_VERSION:-v5.5.0}
 POLICY=/usr/sbin/policy-rc.d
 
@@ -20,7 +23,8 @@ cleanup() { if [ -n "$added_policy" ]; then rm -f "$POLICY"; fi; }
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
-npm ci --no-fund --no-audit
-GOBIN=${GOBIN:-$(go env GOPATH)/bin} go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@${CSI_SANITY_VERSION}"
+command -v go >/dev/null || { echo "install-deps: Go is needed (go install of csi-sanity) and is not on PATH" >&2; exit 1; }
+"${STEP_TIMEOUT[@]}" apt-get update -qq
+"${STEP_TIMEOUT[@]}" apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}"
+"${STEP_TIMEOUT[@]}" npm ci --no-fund --no-audit
+GOBIN=${GOBIN:-$(go env GOPATH)/bin} "${STEP_TIMEOUT[@]}" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@${CSI_SANITY_VERSION}"

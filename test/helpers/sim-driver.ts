@@ -53,9 +53,17 @@ export async function startSimDriver(opts: SimDriverOptions = {}): Promise<SimDr
   opts.configure?.(cfg);
   const logger = opts.logger ?? createLogger('silent');
   const runner = new ExecaRunner(cfg.commands, cfg.commandPrefix, logger);
+  let driver: DriverHandle;
+  try {
+    driver = await startDriver(cfg, logger, runner);
+  } catch (e) {
+    // no tgtd, kernel process, loop device or state left behind by a driver that would not start
+    await host.destroy().catch(() => undefined);
+    rmSync(stateDir, { recursive: true, force: true });
+    throw e;
+  }
   const self: SimDriver = {
-    host, cfg, stateDir, runner,
-    driver: await startDriver(cfg, logger, runner),
+    host, cfg, stateDir, runner, driver,
     client: new CsiClient(cfg.endpoint),
     async restart() {
       await self.driver.stop();
