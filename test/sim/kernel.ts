@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync,
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseTgtTargets, type TgtLun, type TgtTarget } from '../../src/host/tgtadm.js';
+import { parseTgtPortals, parseTgtTargets, type TgtLun, type TgtTarget } from '../../src/host/tgtadm.js';
 import { readFaults, type Faults } from './faults.js';
 import { IscsiDb, nodeIdOf, type NodeId } from './iscsi-db.js';
 import { loginCheck, type Chap, type LoginFailure } from './libiscsi.js';
@@ -434,7 +434,7 @@ export class SimKernel {
   private async tgtdPortals(ctl: number): Promise<string[]> {
     const r = await execTool('tgtadm', ['-C', String(ctl), '--lld', 'iscsi', '--op', 'show', '--mode', 'portal'], 3000);
     if (r.code !== 0) return [];
-    return r.stdout.split('\n').map((l) => /^Portal: (.+),\d+$/.exec(l.trim())?.[1]).filter((p): p is string => !!p);
+    return parseTgtPortals(r.stdout);
   }
 
   /** The control port of the tgtd serving addr:port: the configured ones first, then any tgtd on this machine. */

@@ -1,5 +1,7 @@
-// Minimal /proc/self/mountinfo reader for the simulated host (in-use checks and teardown).
+// /proc/self/mountinfo for the simulated host (in-use checks and teardown), read with the driver's own
+// parser: the simulated host never prints mountinfo, so nothing is gained by a second parser.
 import { readFileSync } from 'node:fs';
+import { parseMountInfo } from '../../src/host/mounts.js';
 
 export interface MountEntry {
   majorMinor: string;
@@ -10,25 +12,8 @@ export interface MountEntry {
   source: string;
 }
 
-/** mountinfo escapes space, tab, newline and backslash as \ooo octal. */
-function unescape(s: string): string {
-  return s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-}
-
 export function readMountInfo(file = '/proc/self/mountinfo'): MountEntry[] {
-  const out: MountEntry[] = [];
-  for (const line of readFileSync(file, 'utf8').split('\n')) {
-    if (!line) continue;
-    const f = line.split(' ');
-    const sep = f.indexOf('-');
-    if (sep < 6) continue;
-    out.push({
-      majorMinor: f[2]!,
-      root: unescape(f[3]!),
-      mountPoint: unescape(f[4]!),
-      fsType: f[sep + 1] ?? '',
-      source: unescape(f[sep + 2] ?? ''),
-    });
-  }
-  return out;
+  return parseMountInfo(readFileSync(file, 'utf8')).map((m) => ({
+    majorMinor: `${m.major}:${m.minor}`, root: m.root, mountPoint: m.mountPoint, fsType: m.fsType, source: m.source,
+  }));
 }
