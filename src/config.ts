@@ -29,6 +29,10 @@ export interface HostConfig {
   mountInfoPath: string;      // /proc/self/mountinfo
   initiatorNameFile: string;  // /etc/iscsi/initiatorname.iscsi
   udevDataDir: string;        // /run/udev/data: udev's database (which paths multipath claims)
+  /** open-iscsi's lock dir (its LOCK_DIR, holding `lock` and `lock.write`) as the driver sees it: with
+   *  `commandPrefix: [chroot, /host]` that is /host/run/lock/iscsi, with nsenter the host path mounted
+   *  into the container at the same place */
+  iscsiLockDir: string;       // /run/lock/iscsi
 }
 
 export interface TimeoutConfig {
@@ -39,6 +43,9 @@ export interface TimeoutConfig {
   volumeProbeMs: number;      // how long stats wait for I/O on a volume's path before calling it stuck
   shutdownGraceMs: number;    // in-flight calls get this long after SIGTERM
   probeCacheMs: number;       // Probe results are reused for this long
+  /** open-iscsi's lock.write older than this, that no live iscsiadm can hold, is removed (left by a killed
+   *  iscsiadm); keep it below commands.iscsiadm.timeoutMs, or iscsiadm's own 30 s wait is killed first */
+  iscsiLockStaleMs: number;
   unmountRetries: number;     // EBUSY retries
   unmountRetryDelayMs: number;
 }
@@ -113,6 +120,7 @@ export function defaultConfig(): Config {
       mountInfoPath: '/proc/self/mountinfo',
       initiatorNameFile: '/etc/iscsi/initiatorname.iscsi',
       udevDataDir: '/run/udev/data',
+      iscsiLockDir: '/run/lock/iscsi',
     },
     commandPrefix: [],
     commands,
@@ -124,6 +132,7 @@ export function defaultConfig(): Config {
       volumeProbeMs: 5_000,
       shutdownGraceMs: 10_000,
       probeCacheMs: 5_000,
+      iscsiLockStaleMs: 10_000,
       unmountRetries: 5,
       unmountRetryDelayMs: 200,
     },

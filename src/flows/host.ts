@@ -6,6 +6,7 @@ import type { CommandRunner } from '../runner.js';
 import { Devices } from '../host/devices.js';
 import { Filesystem } from '../host/filesystem.js';
 import { Iscsiadm } from '../host/iscsiadm.js';
+import { IscsiDbLock } from '../host/iscsi-db-lock.js';
 import { TargetLock } from '../host/locks.js';
 import { MetadataStore } from '../host/metadata.js';
 import { Mounts } from '../host/mounts.js';
@@ -34,12 +35,15 @@ export interface NodeHost {
   udev: Udev;
   /** SendTargets discoveries under way, shared by the stages that ask the same portal the same way */
   discoveries: SingleFlight<PortalTarget[]>;
+  /** open-iscsi's record lock: a lock.write left by a killed iscsiadm is removed before the next call */
+  iscsiDbLock: IscsiDbLock;
 }
 
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
   const sysfs = new Sysfs(cfg.host.sysRoot);
+  const iscsiDbLock = new IscsiDbLock({ lockDir: cfg.host.iscsiLockDir, staleAfterMs: cfg.timeouts.iscsiLockStaleMs });
   return {
-    ...commandAdapters(cfg, runner, logger),
+    ...commandAdapters(cfg, runner, logger, iscsiDbLock),
     cfg,
     sysfs,
     devices: new Devices(cfg.host.devRoot, sysfs),
@@ -49,13 +53,14 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     probes: new ProbeGuard(),
     udev: new Udev(cfg.host.udevDataDir, sysfs),
     discoveries: new SingleFlight(),
+    iscsiDbLock,
   };
 }
 
 /** The adapters that run commands, logging through `logger` (a request's child logger carries its id). */
-function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger): Pick<NodeHost, 'iscsi' | 'mounts' | 'fs' | 'multipath'> {
+function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger, iscsiDbLock: IscsiDbLock): Pick<NodeHost, 'iscsi' | 'mounts' | 'fs' | 'multipath'> {
   return {
-    iscsi: new Iscsiadm(runner, logger),
+    iscsi: new Iscsiadm(runner, logger, iscsiDbLock),
     mounts: new Mounts(runner, cfg, logger),
     fs: new Filesystem(runner, cfg, logger),
     multipath: new Multipath(runner, cfg.host.devRoot, logger),
@@ -67,5 +72,5 @@ function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger): Pi
  * shared between requests (locks, metadata store, sysfs and device watchers) stays the same objects.
  */
 export function forRequest(host: NodeHost, runner: CommandRunner, logger: Logger): NodeHost {
-  return { ...host, ...commandAdapters(host.cfg, runner, logger) };
+  return { ...host, ...commandAdapters(host.cfg, runner, logger, host.iscsiDbLock) };
 }

@@ -4,9 +4,10 @@
 // already gone. `orThrow` turns a failure into the typed error for the gRPC surface.
 // Output parsers are pure functions, key-based where iscsiadm prints records, and tested on verbatim
 // outputs of several open-iscsi versions.
-import { CsiError } from '../errors.js';
+import { CsiError, DeadlineExceeded } from '../errors.js';
 import { Secret, type Logger } from '../log.js';
 import type { Arg, CommandRunner, RunResult } from '../runner.js';
+import type { StaleLockSweeper } from './iscsi-db-lock.js';
 import { ISCSI_EXIT, iscsiExitError, iscsiExitMessage, iscsiExitName, type IscsiExitCode } from './iscsi-exit.js';
 import { formatPortal, portalKeyOf, type Portal } from './validate.js';
 
@@ -518,10 +519,22 @@ export class Iscsiadm {
   constructor(
     private readonly runner: CommandRunner,
     private readonly logger?: Logger,
+    /** clears open-iscsi's lock.write when a killed iscsiadm left it (see iscsi-db-lock.ts) */
+    private readonly dbLock?: StaleLockSweeper,
   ) {}
 
+  /**
+   * Every iscsiadm call: a left-over record lock is cleared before it, and again right after the
+   * runner killed it at its timeout (it may have died holding the lock, or waiting for a stale one).
+   */
   private async run(args: Arg[]): Promise<RunResult> {
-    return this.runner.run('iscsiadm', args, this.logger ? { logger: this.logger } : {});
+    await this.dbLock?.clearIfStale(this.logger, 'before iscsiadm');
+    try {
+      return await this.runner.run('iscsiadm', args, this.logger ? { logger: this.logger } : {});
+    } catch (e) {
+      if (e instanceof DeadlineExceeded) await this.dbLock?.clearIfStale(this.logger, 'after killing iscsiadm');
+      throw e;
+    }
   }
 
   /** Runs a mutating call; exit 0 → ok, an exit in `already` → ok with already=true. */

@@ -4,12 +4,9 @@
 // directory it describes (inode and birth time, so an old record never speaks for a newer lock).
 // The node plugin runs with hostPID, so a restarted driver shares the crashed one's PID namespace.
 import { promises as fs } from 'node:fs';
-import { errnoCode } from '../errors.js';
+import { PROC_ROOT as PROC, readProcStat } from './proc.js';
 
 const OWNER_SUFFIX = '.owner';
-const PROC = '/proc';
-/** /proc/PID/stat field 22 (1-based): the process start time in clock ticks after boot */
-const STARTTIME_FIELD = 22;
 
 export interface LockOwner {
   pid: number;
@@ -46,16 +43,7 @@ function self(): Promise<(ProcessIdentity & { startTicks: string }) | null> {
 
 /** Start time of `pid` in ticks after boot, or null when there is no such process. */
 async function processStartTicks(pid: number): Promise<string | null> {
-  let text: string;
-  try {
-    text = await fs.readFile(`${PROC}/${pid}/stat`, 'utf8');
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ESRCH') return null;
-    throw e;
-  }
-  // the command name (field 2) may hold spaces and parentheses: fields 3… follow the last ')'
-  const rest = text.slice(text.lastIndexOf(')') + 2).split(' ');
-  return rest[STARTTIME_FIELD - 3] ?? null;
+  return (await readProcStat(pid))?.startTicks ?? null;
 }
 
 function ownerPath(lockPath: string): string {

@@ -12,7 +12,7 @@
 // process, but a synchronous call from the process that created the host still works.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, chmodSync, existsSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync, chmodSync, existsSync, symlinkSync } from 'node:fs';
 import { mkdir, rename, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import { dirname, join, resolve } from 'node:path';
@@ -123,10 +123,14 @@ function shQuote(s: string): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
-/** R/bin/<tool>: exec the native client (else the Node one) with the host's root; the tool's arguments follow verbatim. */
-function fakeCommandScript(nativeBin: string | undefined, root: string, tool: Tool): string {
-  const argv = nativeBin ? [nativeBin] : [process.execPath, join(distDir(), 'test/sim/sim-cli.js')];
-  return `#!/bin/sh\nexec ${[...argv, '--sim-root', root, '--tool', tool].map(shQuote).join(' ')} "$@"\n`;
+/**
+ * R/bin/<tool>: exec the native client (else the Node one) with the host's root; the tool's arguments
+ * follow verbatim. The native client is exec'd as R/libexec/<tool> (a link to it), so the process is
+ * named like the tool in /proc (`comm`), as the real one: the driver looks for live iscsiadm there.
+ */
+function fakeCommandScript(nativeBin: string | undefined, paths: SimPaths, tool: Tool): string {
+  const argv = nativeBin ? [join(paths.libexec, tool)] : [process.execPath, join(distDir(), 'test/sim/sim-cli.js')];
+  return `#!/bin/sh\nexec ${[...argv, '--sim-root', paths.root, '--tool', tool].map(shQuote).join(' ')} "$@"\n`;
 }
 
 export class SimulatedHost {
@@ -150,7 +154,8 @@ export class SimulatedHost {
     const root = opts.root ?? mkdtempSync('/tmp/iscsi-sim-');
     if (!root.startsWith('/') || /['\s]/.test(root)) throw new Error(`simulated host root must be an absolute path without quotes or spaces: ${root}`);
     const paths = simPaths(root);
-    for (const d of [paths.etcIscsi, paths.nodes, paths.sendTargets, paths.ifaces, paths.run, paths.bin, paths.backing, join(paths.db, 'static'), join(paths.db, 'isns'), join(paths.db, 'fw')]) {
+    // R/run/lock as on a real host; open-iscsi makes its own iscsi/ in there on first use
+    for (const d of [paths.etcIscsi, paths.nodes, paths.sendTargets, paths.ifaces, paths.run, dirname(paths.lockDir), paths.bin, paths.libexec, paths.backing, join(paths.db, 'static'), join(paths.db, 'isns'), join(paths.db, 'fw')]) {
       mkdirSync(d, { recursive: true });
     }
     const initiatorName = `iqn.1993-08.org.debian:01:${randomBytes(6).toString('hex')}`;
@@ -169,7 +174,8 @@ export class SimulatedHost {
     const client: SimClient = nativeBin ? 'native' : 'node';
     for (const tool of TOOLS) {
       const file = join(paths.bin, tool);
-      writeFileSync(file, fakeCommandScript(nativeBin, root, tool));
+      if (nativeBin) symlinkSync(nativeBin, join(paths.libexec, tool));
+      writeFileSync(file, fakeCommandScript(nativeBin, paths, tool));
       chmodSync(file, 0o755);
     }
 
@@ -209,6 +215,7 @@ export class SimulatedHost {
         mountInfoPath: '/proc/self/mountinfo',
         initiatorNameFile: this.paths.initiatorNameFile,
         udevDataDir: this.paths.udevData,
+        iscsiLockDir: this.paths.lockDir,
       },
       commands,
       nodeId: this.initiatorName,

@@ -20,7 +20,11 @@ export interface SimPaths {
   kernelSocket: string;
   /** udev's database (`/run/udev/data`): one `b<major>:<minor>` file per block device */
   udevData: string;
+  /** open-iscsi's LOCK_DIR (`/run/lock/iscsi`: `lock`, and `lock.write` while a fake iscsiadm holds it) */
+  lockDir: string;
   bin: string;
+  /** what R/bin/<tool> execs: R/libexec/<tool> → the native client, so the process is named like the tool */
+  libexec: string;
   backing: string;
   faults: string;
   multipathBindings: string;
@@ -48,7 +52,9 @@ export function simPaths(root: string): SimPaths {
     run,
     kernelSocket: join(run, 'kernel.sock'),
     udevData: join(run, 'udev/data'),
+    lockDir: join(run, 'lock/iscsi'),
     bin: join(root, 'bin'),
+    libexec: join(root, 'libexec'),
     backing: join(root, 'backing'),
     faults: join(root, 'faults.json'),
     multipathBindings: join(root, 'etc/multipath/bindings'),

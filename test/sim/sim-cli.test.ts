@@ -98,7 +98,10 @@ describe.skipIf(process.getuid?.() !== 0)('native fake-command client', () => {
     expect(bin).toBe(join(distDir(), 'test/sim/sim-cli.bin'));
     expect(host.client).toBe('native');
     for (const tool of ['iscsiadm', 'multipath', 'multipathd'] as const) {
-      expect(readFileSync(host.bin(tool), 'utf8')).toBe(`#!/bin/sh\nexec '${bin}' '--sim-root' '${host.root}' '--tool' '${tool}' "$@"\n`);
+      // exec'd under the tool's name (a link to the binary), so /proc/PID/comm is the tool's
+      const named = join(host.paths.libexec, tool);
+      expect(readFileSync(host.bin(tool), 'utf8')).toBe(`#!/bin/sh\nexec '${named}' '--sim-root' '${host.root}' '--tool' '${tool}' "$@"\n`);
+      expect(readlinkSync(named)).toBe(bin);
     }
   });
 

@@ -223,7 +223,7 @@ describe('driver configs in the ConfigMaps', () => {
     const cfg = driverConfigOf('DaemonSet', 'iscsi-csi-node');
     const pod = podSpec('DaemonSet', 'iscsi-csi-node');
     const driver = container(pod, 'driver');
-    for (const path of [cfg.stateDir, cfg.host.sysRoot, cfg.host.devRoot, cfg.host.initiatorNameFile, cfg.host.udevDataDir]) {
+    for (const path of [cfg.stateDir, cfg.host.sysRoot, cfg.host.devRoot, cfg.host.initiatorNameFile, cfg.host.udevDataDir, cfg.host.iscsiLockDir]) {
       const { volume, mount, rest } = volumeAt(pod, driver, path);
       expect(`${volume.hostPath?.path}${rest}`, `${path} (mounted at ${mount.mountPath})`).toBe(path);
     }
