@@ -8,21 +8,38 @@
  * through verbatim. It sends the binary tool framing of protocol.ts to R/run/kernel.sock, writes the
  * reply's stdout and stderr bytes and exits with its code; a `hang` reply blocks until killed (fault
  * switch). When the kernel cannot be reached it prints what the real tool prints without its daemon.
+ * As iscsiadm, in the modes that read or write records, it holds open-iscsi's DB lock
+ * (R/run/lock/iscsi/lock.write) while the kernel answers, taken and released like open-iscsi 2.1.8's
+ * idbm_lock/idbm_unlock: killed meanwhile, it leaves the lock behind as the real one does.
  * Compiled on demand by host.ts (cc -O2 -Wall); plain C99 + POSIX, libc only.
  */
 #define _POSIX_C_SOURCE 200809L
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #define REQUEST_MAGIC "SIM1 "
 #define KERNEL_SOCKET "run/kernel.sock"
 #define EXIT_NO_REPLY 1
+/* open-iscsi's LOCK_DIR under the root, and its LOCK_FILE / LOCK_WRITE_FILE (usr/idbm.h) */
+#define LOCK_DIR "run/lock/iscsi"
+#define LOCK_FILE LOCK_DIR "/lock"
+#define LOCK_WRITE_FILE LOCK_DIR "/lock.write"
+/* idbm_lock: link() tried 3000 times, 10 ms apart, then it goes on without the lock */
+#define LOCK_ATTEMPTS 3000
+#define LOCK_RETRY_NS 10000000L
+#define LOCK_DIR_MODE 0770
+#define LOCK_FILE_MODE 0666
+#define EXIT_IDBM 6 /* ISCSI_ERR_IDBM */
+#define PATH_BYTES 4096
 
 struct no_daemon {
   const char *tool;
@@ -86,6 +103,73 @@ static int write_all(int fd, const char *data, size_t len, int flags) {
   return 0;
 }
 
+/* R/<rel>, as path.join(R, rel) would name it; -1 when it does not fit */
+static int root_path(char *out, size_t size, const char *root, const char *rel) {
+  size_t root_len = strlen(root);
+  while (root_len > 1 && root[root_len - 1] == '/') root_len--;
+  int n = root_len == 0
+    ? snprintf(out, size, "%s", rel)
+    : snprintf(out, size, "%.*s%s%s", (int)root_len, root, root[root_len - 1] == '/' ? "" : "/", rel);
+  return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* The modes whose records iscsiadm reads or writes under the DB lock: node, discovery(db), iface
+ * (session listings, logouts by session and rescans work on sysfs). */
+static int takes_db_lock(const char *tool, char **args, int n) {
+  if (strcmp(tool, "iscsiadm") != 0) return 0;
+  for (int i = 0; i < n; i++) {
+    const char *mode = NULL;
+    if ((strcmp(args[i], "-m") == 0 || strcmp(args[i], "--mode") == 0) && i + 1 < n) mode = args[i + 1];
+    else if (strncmp(args[i], "--mode=", 7) == 0) mode = args[i] + 7;
+    else if (strncmp(args[i], "-m", 2) == 0 && args[i][2] != '\0') mode = args[i] + 2;
+    if (mode) {
+      return strcmp(mode, "node") == 0 || strcmp(mode, "discovery") == 0 ||
+             strcmp(mode, "discoverydb") == 0 || strcmp(mode, "iface") == 0;
+    }
+  }
+  return 0;
+}
+
+static char lock_write_path[PATH_BYTES];
+static int lock_taken;
+
+/* idbm_unlock: removes lock.write, whether this process linked it or went on after waiting */
+static void db_unlock(void) {
+  if (!lock_taken) return;
+  lock_taken = 0;
+  unlink(lock_write_path);
+}
+
+static void db_lock_fail(const char *first, const char *path, int err) {
+  fprintf(stderr, "iscsiadm: %s\n", first);
+  if (path) fprintf(stderr, "iscsiadm: Could not lock discovery DB: %s: %s\n", path, strerror(err));
+  exit(EXIT_IDBM);
+}
+
+/* idbm_lock: make the lock dir and file if missing, then link lock → lock.write; while another
+ * process holds it, try again every 10 ms, and after 3000 tries go on without it. */
+static void db_lock(const char *root) {
+  char dir[PATH_BYTES], file[PATH_BYTES];
+  if (root_path(dir, sizeof dir, root, LOCK_DIR) < 0 || root_path(file, sizeof file, root, LOCK_FILE) < 0 ||
+      root_path(lock_write_path, sizeof lock_write_path, root, LOCK_WRITE_FILE) < 0) {
+    db_lock_fail("lock path too long", NULL, 0);
+  }
+  if (access(dir, F_OK) != 0 && mkdir(dir, LOCK_DIR_MODE) != 0 && errno != EEXIST) {
+    fprintf(stderr, "iscsiadm: Could not open %s. Exiting\n", dir);
+    exit(EXIT_IDBM);
+  }
+  int fd = open(file, O_RDWR | O_CREAT, LOCK_FILE_MODE);
+  if (fd >= 0) close(fd);
+  const struct timespec retry = { 0, LOCK_RETRY_NS };
+  for (int i = 0; i < LOCK_ATTEMPTS; i++) {
+    if (link(file, lock_write_path) == 0) break;
+    if (errno != EEXIST) db_lock_fail("Maybe you are not root?", lock_write_path, errno);
+    nanosleep(&retry, NULL);
+  }
+  lock_taken = 1;
+  atexit(db_unlock);
+}
+
 static void no_daemon_exit(const char *tool) {
   const struct no_daemon *d = &NO_DAEMON[0];
   for (size_t i = 0; i < sizeof NO_DAEMON / sizeof NO_DAEMON[0]; i++) {
@@ -137,17 +221,10 @@ int main(int argc, char **argv) {
     }
   }
 
-  /* R/run/kernel.sock, as path.join(R, 'run/kernel.sock') would name it */
   struct sockaddr_un addr;
   memset(&addr, 0, sizeof addr);
   addr.sun_family = AF_UNIX;
-  size_t root_len = strlen(root);
-  while (root_len > 1 && root[root_len - 1] == '/') root_len--;
-  int path_len = root_len == 0
-    ? snprintf(addr.sun_path, sizeof addr.sun_path, "%s", KERNEL_SOCKET)
-    : snprintf(addr.sun_path, sizeof addr.sun_path, "%.*s%s%s", (int)root_len, root,
-               root[root_len - 1] == '/' ? "" : "/", KERNEL_SOCKET);
-  if (path_len < 0 || (size_t)path_len >= sizeof addr.sun_path) no_daemon_exit(tool);
+  if (root_path(addr.sun_path, sizeof addr.sun_path, root, KERNEL_SOCKET) < 0) no_daemon_exit(tool);
 
   /* request: "SIM1 <n> <len>...\n" then tool and arguments back to back */
   struct buffer req = { 0 };
@@ -164,6 +241,8 @@ int main(int argc, char **argv) {
   int rc;
   do rc = connect(sock, (struct sockaddr *)&addr, sizeof addr); while (rc < 0 && errno == EINTR);
   if (rc < 0) no_daemon_exit(tool);
+  /* with the daemon there: the DB lock, held until the answer is in (exit releases it) */
+  if (takes_db_lock(tool, rest, nrest)) db_lock(root);
   /* MSG_NOSIGNAL: a kernel gone mid-request is a connection failure, not a SIGPIPE */
   if (write_all(sock, req.data, req.len, MSG_NOSIGNAL) < 0) no_daemon_exit(tool);
   free(req.data);
@@ -195,9 +274,12 @@ int main(int argc, char **argv) {
     no_reply_exit(tool);
   }
   if (hang) {
-    /* fault switch: behave like a command stuck in the kernel until the caller kills it */
+    /* fault switch: behave like a command stuck in the kernel (in iscsid or on the network, where
+     * iscsiadm holds no DB lock) until the caller kills it */
+    db_unlock();
     for (;;) pause();
   }
+  db_unlock();
   if (out_len && write_all(STDOUT_FILENO, p, out_len, 0) < 0) return EXIT_NO_REPLY;
   if (err_len && write_all(STDERR_FILENO, p + out_len, err_len, 0) < 0) return EXIT_NO_REPLY;
   /* like Node's process.exitCode: the status is the code's low 8 bits */
