@@ -169,8 +169,8 @@ export async function installInstrumentation(rec: Recorder): Promise<void> {
     }
   });
 
-  patch(Devices.prototype, 'waitForByPath', (orig) => async function (this: unknown, ...args: unknown[]) {
-    const [, iqn, lun] = args as [unknown, string, number];
+  patch(Devices.prototype, 'waitForLunDevice', (orig) => async function (this: unknown, ...args: unknown[]) {
+    const [, lun, { iqn }] = args as [unknown, number, { iqn: string }];
     const start = now();
     let ok = false;
     try {

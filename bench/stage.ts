@@ -9,13 +9,15 @@
 //      a storm cannot beat on this machine's cores); each pair runs a few rounds, the median reported;
 //   3. how fast a wait reacts to the by-path link appearing (fallback poll 60 s, so only the watch counts).
 // Everything it creates (simulated host, tgtd, loops, mounts, temp dirs) is removed on every path.
-import { mkdirSync, mkdtempSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import { Devices } from '../src/host/devices.js';
 import { Sysfs } from '../src/host/sysfs.js';
+import { parsePortal } from '../src/host/validate.js';
 import { blockCapability, mountCapability, startSimDriver, type SimDriver } from '../test/helpers/sim-driver.js';
 import { cpuBetween, cpuSnapshot, type CpuRole, type CpuUse } from './cpu.js';
 import { commandLabel, installInstrumentation, isLogin, recordCommands, Recorder, type CommandEvent } from './instrument.js';
@@ -378,22 +380,29 @@ async function forceLogout(b: Bench, iqn: string): Promise<void> {
 async function linkReaction(runs: number): Promise<{ reactions: number[]; dir: string }> {
   const root = mkdtempSync(join(os.tmpdir(), 'iscsi-bench-dev-'));
   try {
-    const byPath = join(root, 'disk', 'by-path');
-    mkdirSync(byPath, { recursive: true });
-    writeFileSync(join(root, 'sdz'), '');
-    const devices = new Devices(root, new Sysfs(join(root, 'sys')));
+    const sysRoot = join(root, 'sys');
+    const devRoot = join(root, 'dev');
+    mkdirSync(join(devRoot, 'disk', 'by-path'), { recursive: true });
+    const devices = new Devices(devRoot, new Sysfs(sysRoot));
+    const name = { portal: parsePortal('127.0.0.1:3260'), iqn: `${IQN_PREFIX}:link` };
     const reactions: number[] = [];
     for (let i = 0; i < runs; i++) {
-      const link = join(byPath, `ip-127.0.0.1:3260-iscsi-${IQN_PREFIX}:link-lun-${i}`);
-      const waiting = devices.waitForDevice(link, { deadlineMs: LINK_DEADLINE_MS, pollMs: LINK_FALLBACK_POLL_MS });
+      // what the kernel shows first (the disk in sysfs), then devtmpfs's node at t0
+      const disk = `sdz${i}`;
+      const minor = 100 + (i % 100);
+      mkdirSync(join(sysRoot, `class/iscsi_host/host9/device/session9/target9:0:0/9:0:0:${i}/block/${disk}`), { recursive: true });
+      mkdirSync(join(sysRoot, 'block', disk), { recursive: true });
+      writeFileSync(join(sysRoot, 'block', disk, 'dev'), `7:${minor}\n`);
+      const waiting = devices.waitForLunDevice(9, i, name, { deadlineMs: LINK_DEADLINE_MS, pollMs: LINK_FALLBACK_POLL_MS });
       await sleep(LINK_SETTLE_MS);
+      // execFileSync blocks this loop until mknod has exited: the wait can only react after t0
+      execFileSync('mknod', [join(devRoot, disk), 'b', '7', String(minor)]);
       const t0 = performance.now();
-      symlinkSync('../../sdz', link);
       const r = await waiting;
       const t1 = performance.now();
-      if (!r.ok) throw new Error(`device link wait ${i} ended with ${r.reason} after ${r.waitedMs} ms`);
+      if (!r.ok) throw new Error(`device wait ${i} ended with ${r.reason} after ${r.waitedMs} ms`);
       reactions.push(t1 - t0);
-      unlinkSync(link);
+      unlinkSync(join(devRoot, disk));
     }
     return { reactions, dir: root };
   } finally {
@@ -627,7 +636,7 @@ async function main(): Promise<void> {
       `2. Storm: ${opts.storm} LUNs of one target (ext4 LUNs formatted during the stage)`,
       ...stormSection(storms, roundSpeedups),
       '',
-      `3. Device-link reaction: waitForDevice with a ${LINK_FALLBACK_POLL_MS / 1000} s fallback poll, link created at t0, ${opts.linkRuns} runs`,
+      `3. Device reaction: waitForLunDevice with a ${LINK_FALLBACK_POLL_MS / 1000} s fallback poll, the disk in sysfs, its /dev node made just before t0 (mknod), ${opts.linkRuns} runs`,
       `  resolve − t0: p50 ${ms(linkP50)}, p95 ${ms(linkP95)}, max ${ms(max(link.reactions))}  (${os.tmpdir()})`,
       '',
       'Budgets (issue 4)',

@@ -1,7 +1,7 @@
 // The in-tree attach algorithm (context.md, steps 1–7), as a sequence of one-line steps over the host
 // adapters: iface lookup → iface clone → per-IQN lock → portal→host map → per portal: scan one LUN if
-// logged in, else discovery + CHAP + manual scan + login + manual startup → wait for the by-path
-// device (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
+// logged in, else discovery + CHAP + manual scan + login + manual startup → wait for the LUN's device
+// as the kernel reports it (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
@@ -15,7 +15,8 @@ import type { TargetSpec } from '../node/request.js';
 
 export interface AttachedPath {
   portal: string;      // canonical "addr:port"
-  byPath: string;      // the by-path link we waited for
+  /** the path's stable name: its by-path link when udev has made it, else the kernel node (/dev/sdX) */
+  stablePath: string;
   device: string;      // kernel name, e.g. "sdb"
 }
 
@@ -31,6 +32,8 @@ interface PortalOutcome {
   portal: Portal;
   key: string;
   ok: boolean;
+  /** the SCSI host of the portal's session, where the LUN was scanned */
+  scsiHost?: number;
   error?: CsiError;
 }
 
@@ -65,7 +68,7 @@ export async function connectPortals(host: NodeHost, target: TargetSpec, iface: 
           if (hostNumber === undefined) throw new Internal(`logged in to ${key} but the session does not appear in sysfs`);
         }
         await host.sysfs.scanLun(hostNumber, target.lun);
-        return { portal, key, ok: true };
+        return { portal, key, ok: true, scsiHost: hostNumber };
       } catch (e) {
         return { portal, key, ok: false, error: toCsiError(e) };
       }
@@ -158,14 +161,19 @@ export function loginLimits(iscsiadmTimeoutMs: number): { loginTimeoutS: number;
   return { loginTimeoutS, retries: Math.max(1, Math.floor(budgetS / loginTimeoutS) - 1) };
 }
 
-/** Step 6: wait (event-driven) for each connected portal's by-path link; step 7: the multipath holder. */
+/**
+ * Step 6: wait (event-driven) for each connected portal's LUN device, as the kernel reports it (sysfs
+ * and the /dev node), never waiting on udev; step 7: the multipath holder.
+ */
 export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<AttachResult> {
   const failures = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, error: o.error ?? new Internal('unknown failure') }));
   const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { portal: string; error: CsiError }> => {
-    const byPath = host.devices.byPathLink(o.portal, target.iqn, target.lun);
-    const found = await host.devices.waitForByPath(o.portal, target.iqn, target.lun, { ...waitOptions(host), transport });
-    if (!found.ok) return { portal: o.key, error: new DeadlineExceeded(`device ${byPath} did not appear within ${host.cfg.timeouts.deviceWaitMs} ms`) };
-    return { portal: o.key, byPath: found.link, device: basename(found.device) };
+    const found = await host.devices.waitForLunDevice(o.scsiHost!, target.lun, { portal: o.portal, iqn: target.iqn, transport }, waitOptions(host));
+    if (!found.ok) {
+      const byPath = host.devices.byPathLink(o.portal, target.iqn, target.lun);
+      return { portal: o.key, error: new DeadlineExceeded(`LUN ${target.lun} of ${target.iqn} on ${o.key} (SCSI host ${o.scsiHost}, ${byPath}) got no block device within ${host.cfg.timeouts.deviceWaitMs} ms`) };
+    }
+    return { portal: o.key, stablePath: found.link, device: basename(found.device) };
   });
   const paths: AttachedPath[] = [];
   for (const r of await Promise.all(waits)) {
@@ -182,7 +190,7 @@ export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes:
     throw new CsiError(first.code, `could not attach LUN ${target.lun} of ${target.iqn} on any portal: ${reasons}`);
   }
   const multipath = await findMultipath(host, paths, log);
-  const devicePath = multipath ? host.devices.devicePath(multipath.dm) : paths[0]!.byPath;
+  const devicePath = multipath ? host.devices.devicePath(multipath.dm) : paths[0]!.stablePath;
   return { devicePath, paths, deadPortals, ...(multipath ? { multipath } : {}) };
 }
 

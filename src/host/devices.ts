@@ -3,7 +3,7 @@
 // Waits watch the directories (inotify through fs.watch) and fall back to a short poll; the watch is
 // in place before the first check, so an entry created in between is never missed.
 import { watch, promises as fs, type FSWatcher } from 'node:fs';
-import { basename, dirname, join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { errnoCode } from '../errors.js';
 import type { MultipathHolder, Sysfs } from './sysfs.js';
 import type { Portal } from './validate.js';
@@ -17,7 +17,15 @@ export interface WaitOptions {
 }
 
 export type WaitFailure = { ok: false; reason: 'timeout' | 'aborted'; waitedMs: number };
+/** `device`: the kernel node (`/dev/sdX`); `link`: its stable name (the by-path link, else the node). */
 export type DeviceWaitResult = { ok: true; device: string; link: string; waitedMs: number } | WaitFailure;
+
+/** What names a LUN's by-path link: the portal, the target, and the iface's transport. */
+export interface LunName {
+  portal: Portal;
+  iqn: string;
+  transport?: string;
+}
 export type HolderWaitResult = { ok: true; holder: MultipathHolder; device: string; waitedMs: number } | WaitFailure;
 
 const DEFAULT_TRANSPORT = 'tcp';
@@ -175,50 +183,49 @@ export class Devices {
   }
 
   /**
-   * Waits until `link` exists and resolves (a dangling link is not ready) and returns its real path.
-   * Reacts to the link's creation through a directory watch; `pollMs` is only the fallback.
+   * Waits until the kernel has a block device for LUN `lun` on SCSI host `scsiHost` and its node is in
+   * the /dev root, and returns it with its stable name. The kernel's own view decides, not udev's: the
+   * disk is listed in sysfs (`…/session*\/target*\/H:C:T:L/block/sdX`) and devtmpfs makes `/dev/sdX`
+   * as the disk is added, while udev writes `disk/by-path` whenever it gets to the event, which under
+   * load (a storm of stages formatting and mounting, each change event re-running the rules) can be
+   * long after. The by-path link is the device's name when udev has made it and it points at this
+   * device; otherwise the kernel node is. sysfs reports nothing through inotify, so a new node under
+   * the /dev root (or a by-path link) wakes the wait, and the poll covers the rest.
    */
-  async waitForDevice(link: string, opts: WaitOptions): Promise<DeviceWaitResult> {
-    const name = basename(link);
-    // udev links to a node that exists; a simulated host may create the link first: the node
-    // appearing in the /dev root then completes the wait without a poll. Only a wait that has seen its
-    // link dangling looks at /dev root changes: a storm of N waits would otherwise re-check all N links
-    // on each of the N new nodes.
-    let dangling = false;
+  async waitForLunDevice(scsiHost: number, lun: number, name: LunName, opts: WaitOptions): Promise<DeviceWaitResult> {
     const r = await waitUntil(
       [
-        { dir: dirname(link), root: this.devRoot, relevant: (f) => f === null || f === name },
-        { dir: this.devRoot, root: this.devRoot, relevant: () => dangling },
+        { dir: this.devRoot, root: this.devRoot },
+        { dir: this.byPathDir(), root: this.devRoot },
       ],
-      async () => {
-        const device = await resolveExisting(link);
-        if (device !== null || !(await isSymlink(link))) return device;
-        dangling = true;
-        // the node may have come between the two looks, before /dev root changes counted: look again
-        return resolveExisting(link);
-      },
+      () => this.findLunDevice(scsiHost, lun, name),
       opts,
     );
-    return r.ok ? { ok: true, device: r.value, link, waitedMs: r.waitedMs } : r;
+    return r.ok ? { ok: true, ...r.value, waitedMs: r.waitedMs } : r;
   }
 
-  /**
-   * Waits for a LUN's by-path link. Offload (non-tcp) transports sit under a PCI device, so their link
-   * carries a `pci-<BDF>-` prefix that cannot be known in advance: any such entry matches.
-   */
-  async waitForByPath(portal: Portal, iqn: string, lun: number, opts: WaitOptions & { transport?: string }): Promise<DeviceWaitResult> {
-    const transport = opts.transport ?? DEFAULT_TRANSPORT;
-    if (transport === DEFAULT_TRANSPORT) return this.waitForDevice(this.byPathLink(portal, iqn, lun), opts);
-    const matches = this.offloadLinkMatcher(portal, iqn, lun);
-    const r = await waitUntil(
-      [
-        { dir: this.byPathDir(), root: this.devRoot, relevant: (f) => f === null || matches(f) },
-        { dir: this.devRoot, root: this.devRoot },
-      ],
-      () => this.findOffloadLink(matches),
-      opts,
-    );
-    return r.ok ? { ok: true, device: r.value.device, link: r.value.link, waitedMs: r.waitedMs } : r;
+  /** The LUN's block device on `scsiHost` right now, with its stable name, or null (see waitForLunDevice). */
+  async findLunDevice(scsiHost: number, lun: number, name: LunName): Promise<{ device: string; link: string } | null> {
+    for (const disk of await this.sysfs.devicesForLun(scsiHost, lun)) {
+      const node = this.devicePath(disk);
+      if (!(await this.isNodeOf(node, disk))) continue;
+      const byPath = await this.findByPath(name.portal, name.iqn, lun, name.transport);
+      return { device: node, link: byPath?.device === node ? byPath.link : node };
+    }
+    return null;
+  }
+
+  /** Whether `node` is the block device the kernel lists as `disk` (same major:minor). */
+  private async isNodeOf(node: string, disk: string): Promise<boolean> {
+    let st;
+    try {
+      st = await fs.stat(node);
+    } catch {
+      return false;
+    }
+    if (!st.isBlockDevice()) return false;
+    const number = await this.sysfs.deviceNumber(disk);
+    return number === null || number === `${major(st.rdev)}:${minor(st.rdev)}`;
   }
 
   /** An existing, resolving by-path link for the LUN right now (no waiting), or null. */
@@ -289,12 +296,15 @@ export class Devices {
   }
 }
 
-async function isSymlink(path: string): Promise<boolean> {
-  try {
-    return (await fs.lstat(path)).isSymbolicLink();
-  } catch {
-    return false;
-  }
+/** Linux `dev_t` → major (glibc's encoding: major bits 8–19 and 32 up, minor bits 0–7 and 20–51). */
+function major(rdev: number): number {
+  const high = Math.floor(rdev / 2 ** 32);
+  return (Math.floor(rdev / 2 ** 8) % 2 ** 12) + (high - (high % 2 ** 12));
+}
+
+function minor(rdev: number): number {
+  const mid = Math.floor(rdev / 2 ** 12) % 2 ** 32;
+  return (rdev % 2 ** 8) + (mid - (mid % 2 ** 8));
 }
 
 /** The real path of `path` if it (and, for a link, its target) exists, else null. */

@@ -150,6 +150,15 @@ async function listDir(path: string): Promise<string[]> {
   }
 }
 
+/** The block devices of one SCSI device directory (`H:C:T:L`): its `block/` entries. */
+async function lunBlockDevices(lunDir: string): Promise<string[]> {
+  const entries = await listDir(lunDir);
+  // kernels before 2.6.25 expose the disk as a `block:sdX` link instead of a `block/` directory
+  const legacy = entries.filter((e) => e.startsWith('block:')).map((e) => e.slice('block:'.length));
+  const devices = entries.includes('block') ? await listDir(join(lunDir, 'block')) : [];
+  return [...devices, ...legacy].sort();
+}
+
 /**
  * Writes a sysfs control file (`scan`, `delete`, `rescan`) that may be a regular sysfs attribute or a
  * FIFO read by a simulated kernel. ENXIO (FIFO without a reader) and EAGAIN are retried with a short
@@ -245,11 +254,8 @@ export class Sysfs {
       luns.map(async (hctl) => {
         const [, h, c, t, l] = HCTL_RE.exec(hctl)!.map(Number);
         const lunDir = join(targetDir, hctl);
-        const entries = await listDir(lunDir);
-        // kernels before 2.6.25 expose the disk as a `block:sdX` link instead of a `block/` directory
-        const legacy = entries.filter((e) => e.startsWith('block:')).map((e) => e.slice('block:'.length));
-        const [devices, state] = await Promise.all([listDir(join(lunDir, 'block')), readAttr(join(lunDir, 'state'))]);
-        return { hctl, host: h!, channel: c!, target: t!, lun: l!, devices: [...devices, ...legacy].sort(), state };
+        const [devices, state] = await Promise.all([lunBlockDevices(lunDir), readAttr(join(lunDir, 'state'))]);
+        return { hctl, host: h!, channel: c!, target: t!, lun: l!, devices, state };
       }),
     );
   }
@@ -291,15 +297,26 @@ export class Sysfs {
     return (await this.topology(iqn)).sessionsForTarget(iqn).map((s) => ({ sid: s.sid, host: s.host, portal: s.portals[0] ?? null, state: s.state }));
   }
 
-  /** Block devices of LUN `lun` on SCSI host `host`: `class/iscsi_host/hostH/device/session*\/target*\/H:C:T:L/block/*`. */
+  /**
+   * Block devices of LUN `lun` on SCSI host `host`: `class/iscsi_host/hostH/device/session*\/target*\/H:C:T:L/block/*`.
+   * Reads only that LUN's directory, not its neighbours': a storm of N waits asks this on every new
+   * device node, and its cost must not grow with the LUNs already attached.
+   */
   async devicesForLun(host: number, lun: number): Promise<string[]> {
     const deviceDir = this.path('class', 'iscsi_host', `host${host}`, 'device');
     const sessions = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
     const found = await Promise.all(
       sessions.map(async (s) => {
         const targets = (await listDir(join(deviceDir, s))).filter((t) => /^target\d+:\d+:\d+$/.test(t));
-        const luns = await Promise.all(targets.map((t) => this.readTargetLuns(join(deviceDir, s, t))));
-        return luns.flat().filter((l) => l.host === host && l.lun === lun).flatMap((l) => l.devices);
+        const perTarget = await Promise.all(targets.map(async (t) => {
+          const targetDir = join(deviceDir, s, t);
+          const names = (await listDir(targetDir)).filter((e) => {
+            const m = HCTL_RE.exec(e);
+            return m !== null && Number(m[1]) === host && Number(m[4]) === lun;
+          });
+          return (await Promise.all(names.map((n) => lunBlockDevices(join(targetDir, n))))).flat();
+        }));
+        return perTarget.flat();
       }),
     );
     return found.flat().sort();

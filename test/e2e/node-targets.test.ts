@@ -9,6 +9,7 @@ import { status } from '@grpc/grpc-js';
 import { mountCapability, blockCapability, startSimDriver, type SimDriver } from '../helpers/sim-driver.js';
 import { codeOf } from '../helpers/client.js';
 import { freePort } from '../sim/tgtd.js';
+import { volumeKey } from '../../src/host/validate.js';
 
 const MiB = 1024 * 1024;
 let sd: SimDriver;
@@ -257,6 +258,35 @@ describe('portals', () => {
     } finally {
       await sd.host.setFaults({});
     }
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+});
+
+describe('a udev that lags behind the kernel (a storm on a real node)', () => {
+  const iqn = 'iqn.2026-11.dev.test:udev-lag';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }, { lun: 2, sizeBytes: 16 * MiB }]); });
+
+  it('stages by the kernel\'s own device while the by-path link is still missing, past the device wait', async () => {
+    // the by-path link comes long after timeouts.deviceWaitMs (3 s here); the disk and its node at once
+    await sd.host.setFaults({ linkDelayMs: 8_000 });
+    try {
+      const started = Date.now();
+      await Promise.all([stage('lagfs', ctxFor(iqn, 1), mountCapability('ext4')), stage('lagblk', ctxFor(iqn, 2), blockCapability())]);
+      expect(Date.now() - started).toBeLessThan(8_000);
+      const [session] = await sessionsTo(iqn);
+      const disks = session!.devices.map((d) => d.name).sort();
+      expect(disks).toHaveLength(2);
+      expect(readdirSync(sd.host.paths.byPath).filter((l) => l.includes(iqn))).toEqual([]);
+      const mounted = readFileSync('/proc/self/mountinfo', 'utf8').split('\n').find((l) => l.split(' ')[4] === join(work, 'lagfs-staging'));
+      expect(mounted).toBeDefined();
+      const record = JSON.parse(readFileSync(join(sd.stateDir, 'volumes', volumeKey('lagblk'), 'iscsi.json'), 'utf8')) as { devicePath: string };
+      expect(record.devicePath).toMatch(/\/sd[a-z]+$/);
+    } finally {
+      await sd.host.setFaults({});
+    }
+    await unstage('lagfs');
+    await unstage('lagblk');
     expect(await sessionsTo(iqn)).toEqual([]);
     expect(records()).toEqual([]);
   });

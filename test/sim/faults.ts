@@ -20,6 +20,11 @@ export interface Faults {
   multipathDelayMs?: number;
   /** udevd writes a new disk's database entry this long after its links (it always comes after them) */
   udevDelayMs?: number;
+  /**
+   * udevd makes a new disk's by-path link this long after the kernel added the disk (its sysfs entries
+   * and /dev node exist at once, as devtmpfs makes them): a udev that lags behind a storm
+   */
+  linkDelayMs?: number;
 }
 
 export function readFaults(file: string): Faults {

@@ -747,12 +747,17 @@ export class SimKernel {
     const mapDelay = this.multipath ? faults.multipathDelayMs ?? 0 : 0;
     if (this.multipath && mapDelay === 0) await this.addPathToMap(dev);
     await this.refreshAliases(dev.naa);
-    // the by-path link comes last: when a waiter sees it, the rest of the device is in place
-    relLink(join(this.paths.dev, name), this.byPathLink(dev));
-    // udevd writes the database entry after the links
+    // the by-path link comes last (udevd's work, after the kernel's); the database entry after it
     const udevDelay = faults.udevDelayMs ?? 0;
-    if (udevDelay > 0) setTimeout(() => { if (this.loops.get(loop.backing) === loop) this.writeUdevData(loop); }, udevDelay);
-    else this.writeUdevData(loop);
+    const links = (): void => {
+      if (dev.session.devices.get(dev.lun) !== dev || dev.disk?.name !== name) return; // deleted meanwhile
+      relLink(join(this.paths.dev, name), this.byPathLink(dev));
+      if (udevDelay > 0) setTimeout(() => { if (this.loops.get(loop.backing) === loop) this.writeUdevData(loop); }, udevDelay);
+      else this.writeUdevData(loop);
+    };
+    const linkDelay = faults.linkDelayMs ?? 0;
+    if (linkDelay > 0) setTimeout(links, linkDelay);
+    else links();
     if (mapDelay > 0) {
       // multipathd reacting to the uevent: the map takes the path a moment after its links exist
       setTimeout(() => {

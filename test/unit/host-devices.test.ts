@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -51,78 +52,62 @@ describe('by-path names', () => {
   });
 });
 
-describe('waitForDevice', () => {
-  it('returns at once for a link that already resolves', async () => {
+/** What the kernel shows for a disk of LUN `lun` on SCSI host `host`: its sysfs entries, `dev` number included. */
+async function kernelDisk(host: number, lun: number, disk: string, number: string): Promise<void> {
+  await fs.mkdir(join(sysRoot, `class/iscsi_host/host${host}/device/session${host}/target${host}:0:0/${host}:0:0:${lun}/block/${disk}`), { recursive: true });
+  await fs.mkdir(join(sysRoot, 'block', disk), { recursive: true });
+  await fs.writeFile(join(sysRoot, 'block', disk, 'dev'), `${number}\n`);
+}
+
+/** What devtmpfs makes as the disk is added: its block node. */
+function blockNode(disk: string, number: string): void {
+  const [maj, min] = number.split(':');
+  execFileSync('mknod', [join(devRoot, disk), 'b', maj!, min!]);
+}
+
+const PORTAL = parsePortal('127.0.0.1');
+const NAME = { portal: PORTAL, iqn: IQN };
+
+describe('waitForLunDevice', () => {
+  it('returns at once when the kernel lists the disk and its node exists; the by-path link is its name only when it points at it', async () => {
+    await kernelDisk(3, 1, 'sdb', '7:201');
+    blockNode('sdb', '7:201');
+    expect(await devices.waitForLunDevice(3, 1, NAME, { deadlineMs: 1000, ...NO_POLL })).toMatchObject({ ok: true, device: join(devRoot, 'sdb'), link: join(devRoot, 'sdb') });
     await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
-    await fs.writeFile(join(devRoot, 'sdb'), '');
-    const link = devices.byPathLink(parsePortal('127.0.0.1'), IQN, 1);
+    const link = devices.byPathLink(PORTAL, IQN, 1);
+    await fs.writeFile(join(devRoot, 'sdq'), '');
+    await fs.symlink('../../sdq', link); // udev's link of a device this is not
+    expect(await devices.waitForLunDevice(3, 1, NAME, { deadlineMs: 1000, ...NO_POLL })).toMatchObject({ ok: true, link: join(devRoot, 'sdb') });
+    await fs.unlink(link);
     await fs.symlink('../../sdb', link);
-    const r = await devices.waitForDevice(link, { deadlineMs: 1000, ...NO_POLL });
-    expect(r).toMatchObject({ ok: true, device: join(devRoot, 'sdb'), link });
+    expect(await devices.waitForLunDevice(3, 1, NAME, { deadlineMs: 1000, ...NO_POLL })).toMatchObject({ ok: true, device: join(devRoot, 'sdb'), link });
   });
 
-  it('reacts to a link created after the call, within a few milliseconds, without polling', async () => {
+  it('does not wait for udev: a disk whose by-path link never comes is found by its kernel node', async () => {
     await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
-    await fs.writeFile(join(devRoot, 'sdc'), '');
-    const link = devices.byPathLink(parsePortal('127.0.0.1'), IQN, 2);
     const before = await fsWatchers();
-    const waiting = devices.waitForDevice(link, { deadlineMs: 5000, ...NO_POLL });
-    await sleep(50);
+    const waiting = devices.waitForLunDevice(4, 7, NAME, { deadlineMs: 5000, ...NO_POLL });
+    await sleep(30);
+    await kernelDisk(4, 7, 'sdm', '7:202');
     const created = performance.now();
-    await fs.symlink('../../sdc', link);
+    blockNode('sdm', '7:202'); // devtmpfs: the node comes as the disk is added; udev may take minutes
     const r = await waiting;
     const latency = performance.now() - created;
-    console.log(`waitForDevice reaction latency: ${latency.toFixed(2)} ms`);
-    expect(r).toMatchObject({ ok: true, device: join(devRoot, 'sdc') });
+    console.log(`waitForLunDevice reaction latency: ${latency.toFixed(2)} ms`);
+    expect(r).toMatchObject({ ok: true, device: join(devRoot, 'sdm'), link: join(devRoot, 'sdm') });
     expect(latency).toBeLessThan(REACTION_BUDGET_MS);
     expect(await fsWatchers(before)).toBe(before);
   });
 
-  it('also works when disk/by-path does not exist yet (watching from the nearest ancestor)', async () => {
-    await fs.writeFile(join(devRoot, 'sdd'), '');
-    const link = devices.byPathLink(parsePortal('[fd00::10]:3260'), IQN, 3);
-    const waiting = devices.waitForDevice(link, { deadlineMs: 5000, ...NO_POLL });
-    await sleep(20);
-    await fs.mkdir(join(devRoot, 'disk'));
-    await sleep(20);
-    await fs.mkdir(join(devRoot, 'disk/by-path'));
-    await sleep(20);
-    const created = performance.now();
-    await fs.symlink('../../sdd', link);
-    const r = await waiting;
-    expect(r).toMatchObject({ ok: true, device: join(devRoot, 'sdd') });
-    expect(performance.now() - created).toBeLessThan(REACTION_BUDGET_MS);
-  });
-
-  it('waits for a dangling link until its device node appears', async () => {
-    await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
-    const link = devices.byPathLink(parsePortal('127.0.0.1'), IQN, 4);
-    await fs.symlink('../../sde', link);
-    const waiting = devices.waitForDevice(link, { deadlineMs: 5000, ...NO_POLL });
-    await sleep(30);
-    await fs.writeFile(join(devRoot, 'sde'), '');
-    expect(await waiting).toMatchObject({ ok: true, device: join(devRoot, 'sde') });
-  });
-
-  it('a link made before its node, after the wait began, completes when the node appears (no poll)', async () => {
-    await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
-    const link = devices.byPathLink(parsePortal('127.0.0.1'), IQN, 5);
-    const waiting = devices.waitForDevice(link, { deadlineMs: 5000, ...NO_POLL });
-    await sleep(20);
-    await fs.writeFile(join(devRoot, 'sdy'), ''); // another device's node: not this wait's business
-    await fs.symlink('../../sdf', link);
-    await sleep(20);
-    const created = performance.now();
-    await fs.writeFile(join(devRoot, 'sdf'), '');
-    expect(await waiting).toMatchObject({ ok: true, device: join(devRoot, 'sdf') });
-    expect(performance.now() - created).toBeLessThan(REACTION_BUDGET_MS);
-  });
-
-  it('times out with a typed result and releases its watchers and timers', async () => {
-    await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
+  it('takes neither another LUN, another SCSI host, nor a node with another device number', async () => {
+    await kernelDisk(5, 2, 'sdc', '7:203');
+    blockNode('sdc', '7:203');
+    await kernelDisk(6, 1, 'sdd', '7:204');
+    blockNode('sdd', '7:204');
+    await kernelDisk(5, 1, 'sde', '7:205');
+    blockNode('sde', '7:206'); // a stale node left under that name
     const before = await fsWatchers();
-    const r = await devices.waitForDevice(devices.byPathLink(parsePortal('127.0.0.1'), IQN, 5), { deadlineMs: 80, pollMs: 10 });
-    expect(r.ok).toBe(false);
+    const r = await devices.waitForLunDevice(5, 1, NAME, { deadlineMs: 80, pollMs: 10 });
     expect(r).toMatchObject({ ok: false, reason: 'timeout' });
     expect(r.waitedMs).toBeGreaterThanOrEqual(75);
     expect(await fsWatchers(before)).toBe(before);
@@ -130,12 +115,12 @@ describe('waitForDevice', () => {
 
   it('stops when aborted', async () => {
     const ctl = new AbortController();
-    const waiting = devices.waitForDevice(devices.byPathLink(parsePortal('127.0.0.1'), IQN, 6), { deadlineMs: 5000, pollMs: 10, signal: ctl.signal });
+    const waiting = devices.waitForLunDevice(7, 1, NAME, { deadlineMs: 5000, pollMs: 10, signal: ctl.signal });
     setTimeout(() => ctl.abort(), 20);
     expect(await waiting).toMatchObject({ ok: false, reason: 'aborted' });
     const pre = new AbortController();
     pre.abort();
-    expect(await devices.waitForDevice('/nonexistent', { deadlineMs: 5000, pollMs: 10, signal: pre.signal })).toMatchObject({ ok: false, reason: 'aborted' });
+    expect(await devices.waitForLunDevice(7, 1, NAME, { deadlineMs: 5000, pollMs: 10, signal: pre.signal })).toMatchObject({ ok: false, reason: 'aborted' });
   });
 
   it('finds the fallback poll useful where no change is reported', async () => {
@@ -148,17 +133,16 @@ describe('waitForDevice', () => {
 });
 
 describe('by-path for offload transports', () => {
-  it('matches the pci-<BDF>- prefixed link', async () => {
+  it('names the disk by the pci-<BDF>- prefixed link', async () => {
     await fs.mkdir(join(devRoot, 'disk/by-path'), { recursive: true });
-    await fs.writeFile(join(devRoot, 'sdf'), '');
+    await kernelDisk(8, 7, 'sdf', '7:207');
+    blockNode('sdf', '7:207');
     const portal = parsePortal('10.0.0.1');
     expect(await devices.findByPath(portal, IQN, 7, 'bnx2i')).toBeNull();
-    const waiting = devices.waitForByPath(portal, IQN, 7, { transport: 'bnx2i', deadlineMs: 5000, ...NO_POLL });
-    await sleep(20);
     const name = `pci-0000:04:00.0-${devices.byPathName(portal, IQN, 7)}`;
     await fs.symlink('../../sdf', join(devRoot, 'disk/by-path', name));
-    expect(await waiting).toMatchObject({ ok: true, device: join(devRoot, 'sdf'), link: join(devRoot, 'disk/by-path', name) });
-    expect(await devices.findByPath(portal, IQN, 7, 'bnx2i')).toEqual({ device: join(devRoot, 'sdf'), link: join(devRoot, 'disk/by-path', name) });
+    const r = await devices.waitForLunDevice(8, 7, { portal, iqn: IQN, transport: 'bnx2i' }, { deadlineMs: 1000, ...NO_POLL });
+    expect(r).toMatchObject({ ok: true, device: join(devRoot, 'sdf'), link: join(devRoot, 'disk/by-path', name) });
     expect(await devices.findByPath(portal, IQN, 7)).toBeNull(); // tcp: no prefix expected
   });
 });
