@@ -36,11 +36,12 @@ export interface HostConfig {
 }
 
 export interface TimeoutConfig {
-  deviceWaitMs: number;       // how long to wait for the by-path link after login/scan
-  devicePollMs: number;       // fallback poll while watching for the link
+  deviceWaitMs: number;       // how long to wait for the LUN's block device after login/scan
+  devicePollMs: number;       // fallback poll while watching for the device
   multipathWaitMs: number;    // how long to wait for a dm holder when a LUN has several paths
   portalResolveMs: number;    // how long a portal given by host name may take to resolve
   volumeProbeMs: number;      // how long stats wait for I/O on a volume's path before calling it stuck
+  sessionResyncMs: number;    // how long a logout waits for a restarted iscsid to take over a session the kernel has
   shutdownGraceMs: number;    // in-flight calls get this long after SIGTERM
   probeCacheMs: number;       // Probe results are reused for this long
   /** open-iscsi's lock.write older than this, that no live iscsiadm can hold, is removed (left by a killed
@@ -130,6 +131,7 @@ export function defaultConfig(): Config {
       multipathWaitMs: 10_000,
       portalResolveMs: 5_000,
       volumeProbeMs: 5_000,
+      sessionResyncMs: 30_000,
       shutdownGraceMs: 10_000,
       probeCacheMs: 5_000,
       iscsiLockStaleMs: 10_000,

@@ -9,7 +9,7 @@ import { orThrow, sessionChapSettings, type ChapCredentials } from '../host/iscs
 import type { WaitOptions } from '../host/devices.js';
 import type { MultipathHolder } from '../host/sysfs.js';
 import type { Logger } from '../log.js';
-import { formatPortal, type Portal } from '../host/validate.js';
+import { formatPortal, parsePortal, type Portal } from '../host/validate.js';
 import type { NodeHost } from './host.js';
 import type { TargetSpec } from '../node/request.js';
 
@@ -26,6 +26,8 @@ export interface AttachResult {
   paths: AttachedPath[];
   multipath?: { dm: string; name: string; wwid: string };
   deadPortals: { portal: string; reason: string }[];
+  /** the iface's transport (names the by-path link) */
+  transport: string;
 }
 
 interface PortalOutcome {
@@ -191,7 +193,19 @@ export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes:
   }
   const multipath = await findMultipath(host, paths, log);
   const devicePath = multipath ? host.devices.devicePath(multipath.dm) : paths[0]!.stablePath;
-  return { devicePath, paths, deadPortals, ...(multipath ? { multipath } : {}) };
+  return { devicePath, paths, deadPortals, transport, ...(multipath ? { multipath } : {}) };
+}
+
+/**
+ * The name to record for the staged device: the by-path link of the first path when udev has made it
+ * by now (after format and mount it usually has) and it still points at that device, else what the
+ * attach found. A dm map keeps its /dev/dm-N.
+ */
+export async function stableDevicePath(host: NodeHost, target: TargetSpec, attached: AttachResult): Promise<string> {
+  const first = attached.paths[0];
+  if (attached.multipath || !first || first.stablePath !== host.devices.devicePath(first.device)) return attached.devicePath;
+  const link = await host.devices.findByPath(parsePortal(first.portal), target.iqn, target.lun, attached.transport);
+  return link?.device === host.devices.devicePath(first.device) ? link.link : attached.devicePath;
 }
 
 /**

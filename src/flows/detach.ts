@@ -7,8 +7,10 @@ import type { Logger } from '../log.js';
 import type { VolumeRecord } from '../host/metadata.js';
 import type { IscsiTopology } from '../host/sysfs.js';
 import type { NodeHost } from './host.js';
-import { orThrow } from '../host/iscsiadm.js';
-import { parsePortal } from '../host/validate.js';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Unavailable } from '../errors.js';
+import { orThrow, type NodeRef } from '../host/iscsiadm.js';
+import { formatPortal, parsePortal } from '../host/validate.js';
 
 /** Flush and remove the LUN's devices (all paths and the multipath map over them). */
 export async function removeDevices(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
@@ -60,7 +62,7 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
           log.warn({ iqn: record.iqn, portal, luns: foreign }, 'the session carries LUNs this driver did not stage (another plugin or an operator uses them): session kept');
           continue;
         }
-        orThrow(await host.iscsi.logout(node));
+        await logoutSession(host, node, record.iface, log);
         loggedOut = true;
       } else if (host.forgottenNodes.isForgotten(record.iqn, portal, record.iface)) {
         continue; // logged out and deleted by this process already, nothing logged in since
@@ -71,6 +73,30 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
     if (others.length > 0) log.info({ iqn: record.iqn, stillUsedBy: others.length }, 'target still used by other volumes on this node: session kept');
     return loggedOut;
   });
+}
+
+/** Between two logouts of a session iscsid does not know yet. */
+const LOGOUT_RETRY_MS = 500;
+
+/**
+ * `--logout` of a session sysfs lists. iscsid answers "no such session" (exit 2 or 21) for a session
+ * the kernel still has when it was restarted and has not taken that session over yet; the logout is
+ * then not done: it is retried until sysfs no longer lists the session, for at most
+ * timeouts.sessionResyncMs, after which the unstage fails (UNAVAILABLE) and its retry finishes it.
+ */
+async function logoutSession(host: NodeHost, node: NodeRef, iface: string, log: Logger): Promise<void> {
+  const key = formatPortal(node.portal);
+  const deadline = Date.now() + host.cfg.timeouts.sessionResyncMs;
+  for (let attempt = 1; ; attempt++) {
+    const r = orThrow(await host.iscsi.logout(node));
+    if (!r.already) return;
+    if (!(await host.sysfs.portalHostMap(node.iqn, iface)).has(key)) return; // it really is gone
+    if (Date.now() >= deadline) {
+      throw new Unavailable(`iscsid does not know the session to ${key} ${node.iqn} that the kernel still has (was iscsid restarted?); logout not done after ${attempt} attempts in ${host.cfg.timeouts.sessionResyncMs} ms`);
+    }
+    if (attempt === 1) log.warn({ iqn: node.iqn, portal: key }, 'iscsid answered "no such session" for a session sysfs lists: waiting for iscsid to take it over');
+    await sleep(LOGOUT_RETRY_MS);
+  }
 }
 
 /**

@@ -4,7 +4,7 @@
 import { AlreadyExists } from '../errors.js';
 import type { NodeStageVolumeRequest, NodeStageVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
-import { connectPortals, prepareIface, waitForPaths } from '../flows/attach.js';
+import { connectPortals, prepareIface, stableDevicePath, waitForPaths } from '../flows/attach.js';
 import { detach } from '../flows/detach.js';
 import { formatAndMount } from '../flows/format-mount.js';
 import type { NodeHost } from '../flows/host.js';
@@ -80,15 +80,16 @@ export async function stageVolume(host: NodeHost, spec: StageSpec, ctx: CallCont
     if (spec.access.kind === 'mount') {
       await formatAndMount(host, attached.devicePath, spec.stagingPath, spec.access.fsType, spec.access.mountFlags, spec.readonly, log);
     }
+    const devicePath = await stableDevicePath(host, target, attached);
     await host.metadata.save({
       ...record,
       phase: 'staged',
-      devicePath: attached.devicePath,
+      devicePath,
       devices: attached.paths.map((p) => p.device),
       ...(attached.multipath ? { multipath: attached.multipath } : {}),
       stagedAt: new Date().toISOString(),
     });
-    log.info({ device: attached.devicePath, paths: attached.paths.length, deadPortals: attached.deadPortals.length }, 'staged');
+    log.info({ device: devicePath, paths: attached.paths.length, deadPortals: attached.deadPortals.length }, 'staged');
     return {};
   } catch (e) {
     await undoStage(host, record, log);

@@ -292,6 +292,24 @@ describe('a udev that lags behind the kernel (a storm on a real node)', () => {
   });
 });
 
+describe('an iscsid restarted while a volume is staged', () => {
+  const iqn = 'iqn.2026-11.dev.test:iscsid-restart';
+  beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 16 * MiB }]); });
+
+  it('is waited for at logout: "no matching sessions" while the kernel keeps the session is not a logout', async () => {
+    await stage('resync', ctxFor(iqn, 1), blockCapability());
+    await sd.host.setFaults({ iscsidResyncUntil: Date.now() + 1_500 });
+    try {
+      await unstage('resync');
+    } finally {
+      await sd.host.setFaults({});
+    }
+    expect(await sessionsTo(iqn)).toEqual([]);
+    expect(nodeRecords(iqn)).toEqual([]);
+    expect(records()).toEqual([]);
+  });
+});
+
 describe('a published volume whose staging mount went away', () => {
   const iqn = 'iqn.2026-11.dev.test:restage';
   beforeAll(async () => { await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]); });

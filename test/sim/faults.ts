@@ -25,6 +25,11 @@ export interface Faults {
    * and /dev node exist at once, as devtmpfs makes them): a udev that lags behind a storm
    */
   linkDelayMs?: number;
+  /**
+   * iscsid restarted and has not taken over the kernel's sessions yet: until this time (epoch ms) a
+   * logout answers "No matching sessions found" (exit 21) while the session stays
+   */
+  iscsidResyncUntil?: number;
 }
 
 export function readFaults(file: string): Faults {

@@ -574,7 +574,7 @@ async function nodeMode(kernel: SimKernel, a: Args, o: Out): Promise<number> {
   }
   if (a.logout) {
     const sessions = matchSessions(kernel, a);
-    if (!sessions.length) {
+    if (!sessions.length || Date.now() < (kernel.faults().iscsidResyncUntil ?? 0)) {
       o.error('No matching sessions found');
       return ERR.NO_OBJS;
     }
