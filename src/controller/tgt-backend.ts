@@ -284,6 +284,7 @@ export class TgtBackend implements VolumeBackend {
       const live = (await this.#tgtadm.showTargets()).find((t) => t.name === vol.target);
       if (!live) problems.push(`target ${vol.target} is not configured in tgtd`);
       else if (!live.luns.some((l) => l.lun === vol.lun)) problems.push(`LUN ${vol.lun} of target ${vol.target} is not configured in tgtd`);
+      else if (vol.exportedBytes < backingBytes(vol.capacityBytes)) problems.push(sizeNotReadMessage(vol, live, vol.capacityBytes));
     } catch (e) {
       problems.push(`tgtd cannot be queried: ${(e as Error).message}`);
     }
@@ -459,19 +460,33 @@ export class TgtBackend implements VolumeBackend {
 
   // ---- expand ----------------------------------------------------------------------------------
 
+  /**
+   * Grows the backing file and makes tgtd read its new size in place (the LUN is never deleted).
+   * tgtd can only do that by re-opening the file, which fails the commands in flight, so while an
+   * initiator is logged in to the target nothing is changed and the call fails with FAILED_PRECONDITION
+   * (the volume is in use: the resizer retries once it no longer is).
+   */
   async expand(id: string, capacityBytes: number): Promise<VolumeRecord> {
     await this.#load();
     return this.#locks.withLock(`vol:${id}`, async () => {
       const vol = this.#state.volumes[id];
       if (!vol) throw new NotFound(`volume ${id} does not exist`);
-      if (capacityBytes > vol.capacityBytes) {
-        await this.#checkSpace(capacityBytes, vol.capacityBytes, OutOfRange);
-        await this.#growFile(vol.file, backingBytes(capacityBytes));
-        vol.capacityBytes = capacityBytes;
-        await this.#stateFile.save();
-      }
-      // also when the size was reached before: a reload that failed last time is done now
-      await this.#locks.withLock(`tgt:${vol.target}`, () => this.#exportVolume(vol));
+      await this.#locks.withLock(`tgt:${vol.target}`, async () => {
+        const liveAll = await this.#tgtadm.showTargets();
+        const live = liveAll.find((t) => t.name === vol.target);
+        if (capacityBytes > vol.capacityBytes) {
+          if (live && live.nexuses.length > 0) throw new FailedPrecondition(sizeNotReadMessage(vol, live, capacityBytes));
+          await this.#checkSpace(capacityBytes, vol.capacityBytes, OutOfRange);
+          await this.#growFile(vol.file, backingBytes(capacityBytes));
+          vol.capacityBytes = capacityBytes;
+          await this.#stateFile.save();
+        }
+        // also when the size was reached before: a size tgtd did not read last time is read now
+        await this.#exportVolume(vol, liveAll);
+        if (vol.exportedBytes < backingBytes(vol.capacityBytes)) {
+          throw new FailedPrecondition(sizeNotReadMessage(vol, liveAll.find((t) => t.name === vol.target), vol.capacityBytes));
+        }
+      });
       this.#logger.info({ volumeId: id, bytes: vol.capacityBytes }, 'volume expanded');
       return this.#record(vol);
     });
@@ -510,10 +525,10 @@ export class TgtBackend implements VolumeBackend {
     if (repaired > 0) this.#logger.info({ targets: repaired }, 'tgtd reconciled from the controller state');
   }
 
-  /** Whether a live target differs from the state (missing LUN, ACL, account, or a stale size). */
+  /** Whether a live target differs from the state (missing LUN, ACL, account, a stale size, left offline). */
   #needsRepair(iqn: string, live: TgtTarget): boolean {
     const target = this.#state.targets[iqn]!;
-    if (live.tid !== target.tid) return true;
+    if (live.tid !== target.tid || live.state !== 'ready') return true;
     const vols = this.#volumesOn(iqn);
     const acls = new Set(vols.flatMap((v) => Object.values(v.published).map((p) => p.initiator)));
     const users = new Set(vols.flatMap((v) => (v.chap ? [v.chap.user] : [])));
@@ -556,7 +571,10 @@ export class TgtBackend implements VolumeBackend {
   /**
    * Makes tgtd export one volume as the state says: target (with its stable tid), LUN with the file's
    * current size and the volume's SCSI ids, CHAP accounts, and an ACL entry per published node.
-   * Idempotent. Caller holds tgt:<target>.
+   * Idempotent. Never deletes a LUN: a missing one is created; a grown file is re-read in place, and
+   * only while no initiator is logged in to the target (until then the volume's condition says so);
+   * a LUN on another file is pointed at the volume's only while no initiator is logged in and the
+   * volume is published nowhere, else it is left alone and an error is thrown. Caller holds tgt:<target>.
    */
   async #exportVolume(vol: TgtVolumeState, known?: TgtTarget[]): Promise<void> {
     const target = this.#state.targets[vol.target];
@@ -578,6 +596,12 @@ export class TgtBackend implements VolumeBackend {
       target.tid = live.tid; // tgtd knows the target under another tid (made by hand): follow it
       changed = true;
     }
+    if (live.state !== 'ready') {
+      // refuses logins, holds back commands: left so by an interrupted reopen (or by hand)
+      await this.#tgtadm.setTargetState(live.tid, 'ready');
+      this.#logger.warn({ target: target.iqn, state: live.state }, 'target was not ready in tgtd; set ready');
+      live.state = 'ready';
+    }
     const fileBytes = await this.#fileSize(vol.file);
     if (fileBytes === undefined) {
       throw new Internal(`backing file ${vol.file} of volume ${vol.id} is missing; the volume's data is gone`);
@@ -585,17 +609,22 @@ export class TgtBackend implements VolumeBackend {
     if (fileBytes < backingBytes(vol.capacityBytes)) await this.#growFile(vol.file, backingBytes(vol.capacityBytes));
     const size = Math.max(fileBytes, backingBytes(vol.capacityBytes));
     const lun = live.luns.find((l) => l.lun === vol.lun);
-    if (!lun || lun.backingStorePath !== vol.file) {
-      if (lun) await this.#tgtadm.deleteLun(live.tid, vol.lun);
+    let condition = HEALTHY;
+    if (!lun) {
       await this.#tgtadm.newLun(live.tid, vol.lun, vol.file);
       await this.#tgtadm.setLunIds(live.tid, vol.lun, vol.scsiId, vol.scsiSn);
-      live.luns = [...live.luns.filter((l) => l.lun !== vol.lun), exportedLun(vol, size)];
+      live.luns.push(exportedLun(vol, size));
       vol.exportedBytes = size;
+      changed = true;
+    } else if (lun.backingStorePath !== vol.file) {
+      const nodes = Object.keys(vol.published);
+      if (live.nexuses.length > 0 || nodes.length > 0 || !(await this.#reopenLun(live, vol, size))) {
+        throw new FailedPrecondition(`LUN ${vol.lun} of target ${vol.target} exports ${lun.backingStorePath ?? 'no file'}, not the volume's ${vol.file}; left alone while ${nodes.length > 0 ? `the volume is published to ${nodes.join(', ')}` : 'an initiator is logged in to the target'}: an initiator may be using that data`);
+      }
       changed = true;
     } else if (vol.exportedBytes < size) {
-      await this.#reloadLun(live.tid, lun, vol);
-      vol.exportedBytes = size;
-      changed = true;
+      if (live.nexuses.length === 0 && (await this.#reopenLun(live, vol, size))) changed = true;
+      else condition = { abnormal: true, message: sizeNotReadMessage(vol, live, vol.capacityBytes) };
     }
     if (vol.chap) {
       const creds = this.#credentialsOf(vol);
@@ -620,13 +649,33 @@ export class TgtBackend implements VolumeBackend {
         live.acls.push(pub.initiator);
       }
     }
-    this.#setCondition(vol.id, HEALTHY);
+    this.#setCondition(vol.id, condition);
     if (changed) await this.#stateFile.save();
   }
 
-  /** Re-creates a LUN so tgtd reads the grown file; keeps its SCSI ids (tgtadm's reloadLun). */
-  async #reloadLun(tid: number, lun: TgtLun, vol: TgtVolumeState): Promise<void> {
-    await this.#tgtadm.reloadLun(tid, { ...lun, scsiId: vol.scsiId, scsiSn: vol.scsiSn });
+  /**
+   * Has tgtd re-open the volume's file for its LUN (new size, or the volume's file instead of
+   * another), keeping the LUN and setting the volume's SCSI ids. Logins to the target are refused
+   * meanwhile, so no session can start between the check that there is none and the re-open; false
+   * (nothing done) if one is there after all. Caller holds tgt:<target> and saw no nexus in `live`.
+   */
+  async #reopenLun(live: TgtTarget, vol: TgtVolumeState, size: number): Promise<boolean> {
+    await this.#tgtadm.setTargetState(live.tid, 'offline');
+    try {
+      const now = (await this.#tgtadm.showTargets()).find((t) => t.tid === live.tid);
+      if (now && now.nexuses.length > 0) {
+        live.nexuses = now.nexuses;
+        return false;
+      }
+      await this.#tgtadm.reopenLun(live.tid, vol.lun, vol.file);
+      await this.#tgtadm.setLunIds(live.tid, vol.lun, vol.scsiId, vol.scsiSn);
+    } finally {
+      await this.#tgtadm.setTargetState(live.tid, 'ready');
+    }
+    live.luns = [...live.luns.filter((l) => l.lun !== vol.lun), exportedLun(vol, size)];
+    vol.exportedBytes = size;
+    this.#logger.info({ volumeId: vol.id, target: vol.target, lun: vol.lun, bytes: size }, 'tgtd re-opened the backing file of the LUN in place');
+    return true;
   }
 
   // ---- allocation ------------------------------------------------------------------------------
@@ -783,6 +832,15 @@ function exportedLun(vol: TgtVolumeState, size: number): TgtLun {
     lun: vol.lun, type: 'disk', scsiId: vol.scsiId, scsiSn: vol.scsiSn, sizeMb: Math.floor(size / 1e6), online: true,
     readonly: false, backingStoreType: 'rdwr', backingStorePath: vol.file,
   };
+}
+
+/** Why a volume's LUN does not show `bytes` (yet): tgtd is told only while nobody is logged in to the target. */
+function sizeNotReadMessage(vol: TgtVolumeState, live: TgtTarget | undefined, bytes: number): string {
+  const who = [...new Set((live?.nexuses ?? []).map((n) => n.initiator))];
+  if (who.length === 0) return `LUN ${vol.lun} of target ${vol.target} still has ${formatBytes(vol.exportedBytes)}; tgtd reads the volume's ${formatBytes(bytes)} at the next reconcile or expand`;
+  return `volume ${vol.id} cannot grow to ${formatBytes(bytes)} while ${who.join(', ')} ${who.length > 1 ? 'are' : 'is'} logged in to target ${vol.target}: `
+    + "tgtd reads a LUN's new size only by re-opening its backing file, which fails the commands in flight, "
+    + `and re-creating the LUN would take it away from the node; the LUN keeps ${formatBytes(vol.exportedBytes)} until no initiator is logged in`;
 }
 
 function sameSet(want: Set<string>, have: string[]): boolean {

@@ -193,14 +193,38 @@ export class Tgtadm {
   }
 
   /**
-   * tgtd reads a backing file's size only when the LUN is created (`--op update` does not refresh it),
-   * so after the file grew the LUN is re-created with the same SCSI id and serial (the WWID stays).
+   * Deletes and re-creates a LUN with the same SCSI id and serial, so tgtd reads a grown file. Only
+   * for the simulated host's storage-side growth in tests: it takes the LUN away from every logged-in
+   * initiator (tgtd refuses it with commands in flight: "this logical unit is still active"), so the
+   * controller never uses it; it uses reopenLun.
    */
   async reloadLun(tid: number, lun: TgtLun): Promise<void> {
     if (!lun.backingStorePath) throw new Internal(`LUN ${tid}/${lun.lun} has no backing file`);
     await this.deleteLun(tid, lun.lun);
     await this.newLun(tid, lun.lun, lun.backingStorePath);
-    await this.must(['--op', 'update', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun.lun), '--params', `scsi_id=${lun.scsiId},scsi_sn=${lun.scsiSn}`], `restore ids of lun ${tid}/${lun.lun}`);
+    await this.setLunIds(tid, lun.lun, lun.scsiId, lun.scsiSn);
+  }
+
+  /**
+   * Makes tgtd re-open a LUN's backing file and re-read its size, without removing the LUN: one
+   * management request `online=0,path=FILE,online=1`. tgtd (1.0.85) applies the three in order in one
+   * pass of its single event loop (lu_config), and its path update refuses an online LUN, then closes
+   * the file, opens FILE and reads its size; SCSI ids, ACLs and sessions stay. The rdwr backing store's
+   * worker threads keep running meanwhile: a command they are executing at that moment fails (EBADF,
+   * a MEDIUM ERROR for the initiator). Call it only when no initiator is logged in to the target.
+   */
+  async reopenLun(tid: number, lun: number, backingFile: string): Promise<void> {
+    // tgtd splits --params at commas
+    if (backingFile.includes(',')) throw new Internal(`backing file ${backingFile} has a comma, which tgtadm --params cannot carry`);
+    return this.must(['--op', 'update', '--mode', 'logicalunit', '--tid', String(tid), '--lun', String(lun), '--params', `online=0,path=${backingFile},online=1`], `re-open the backing file of lun ${tid}/${lun}`);
+  }
+
+  /**
+   * A target's state: "offline" makes tgtd refuse logins to it (and hold back the commands of sessions
+   * already logged in: use it only on a target without sessions), "ready" is the normal state.
+   */
+  setTargetState(tid: number, state: 'offline' | 'ready'): Promise<void> {
+    return this.must(['--op', 'update', '--mode', 'target', '--tid', String(tid), '--name', 'state', '--value', state], `set target ${tid} ${state}`);
   }
 
   /**

@@ -2,8 +2,8 @@
 // operator would: which initiator can log in (libiscsi's iscsi-inq), what size the LUN has
 // (iscsi-readcapacity16), what tgtd shows, and that restarts of tgtd and of the controller lose nothing.
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -14,7 +14,7 @@ import { createBackend, createControllerService, type ControllerService } from '
 import type { AccessModeMode, VolumeCapability } from '../../src/csi/types.js';
 import { parseTgtTargets } from '../../src/host/tgtadm.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner } from '../../src/runner.js';
+import { ExecaRunner, type CommandRunner } from '../../src/runner.js';
 import type { CallContext } from '../../src/server/service.js';
 import { startTgtd, type TgtDaemon } from '../sim/tgtd.js';
 
@@ -41,8 +41,22 @@ function config(daemon: TgtDaemon, stateDir = join(tmp, 'state')): Config {
 /** The running service's backend: the tests call its reconcile() as the periodic timer does. */
 let backend: VolumeBackend;
 
+/** Every tgtadm argv the driver ran (secrets as placeholders), to check what it never does. */
+const tgtadmCalls: string[][] = [];
+const lunDeletes = (): string[][] => tgtadmCalls.filter((a) => a.includes('delete') && a.includes('logicalunit'));
+
+function recording(inner: CommandRunner): CommandRunner {
+  return {
+    stats: inner.stats,
+    run: (name, args, opts) => {
+      if (name === 'tgtadm') tgtadmCalls.push(args.map(String));
+      return inner.run(name, args, opts);
+    },
+  };
+}
+
 async function newService(cfg: Config): Promise<ControllerService> {
-  const runner = new ExecaRunner(cfg.commands, [], logger);
+  const runner = recording(new ExecaRunner(cfg.commands, [], logger));
   backend = createBackend({ cfg, runner, logger, reconcileIntervalMs: 0 });
   const s = createControllerService({ cfg, runner, logger, backend });
   await s.start();
@@ -83,9 +97,9 @@ const unpublish = (id: string, node: string, s = svc) => call('ControllerUnpubli
 const del = (id: string, s = svc) => call('DeleteVolume', { volume_id: id, secrets: {} }, s);
 
 /** Runs a libiscsi tool as the given initiator; CHAP password through libiscsi's environment variable. */
-function libiscsi(tool: string, initiator: string, url: string, password?: string): Promise<{ code: number; out: string }> {
+function libiscsi(tool: string, initiator: string, url: string, password?: string, extra: string[] = []): Promise<{ code: number; out: string }> {
   return new Promise((resolve) => {
-    execFile(tool, ['-i', initiator, url], { timeout: 20_000, env: { ...process.env, ...(password ? { LIBISCSI_CHAP_PASSWORD: password } : {}) } }, (err, stdout, stderr) => {
+    execFile(tool, ['-i', initiator, ...extra, url], { timeout: 20_000, env: { ...process.env, ...(password ? { LIBISCSI_CHAP_PASSWORD: password } : {}) } }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, out: `${stdout}${stderr}` });
     });
   });
@@ -108,6 +122,91 @@ async function showTargets() {
   return parseTgtTargets(await tgtd.tgtadm(['--op', 'show', '--mode', 'target']));
 }
 
+/** What a node's udev builds the WWID from: VPD pages 0x83 (device identification) and 0x80 (serial). */
+async function vpdIds(vol: Vol, initiator: string): Promise<string> {
+  const pages = await Promise.all(['131', '128'].map((page) => libiscsi('iscsi-inq', initiator, lunUrl(vol), undefined, ['-e', '1', '-c', page])));
+  for (const p of pages) if (p.code !== 0) throw new Error(`iscsi-inq failed: ${p.out}`);
+  return pages.map((p) => p.out).join('');
+}
+
+async function until(what: string, cond: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** Clients and watchers a test started: stopped after each test, also when it failed half-way. */
+const background: { stop: () => Promise<unknown> }[] = [];
+
+const nexusesOf = async (vol: Vol): Promise<string[]> => ((await showTargets()).find((t) => t.name === vol.volume_context.iqn)?.nexuses ?? []).map((n) => n.initiator);
+
+/**
+ * A libiscsi initiator that stays logged in with a read always in flight (iscsi-perf), like a node
+ * with a mounted filesystem. iscsi-perf exits at the first failed command, so `running()` after an
+ * operation means no command failed meanwhile.
+ */
+async function loggedInClient(vol: Vol, initiator: string): Promise<{ running: () => boolean; output: () => string; stop: () => Promise<void> }> {
+  const child = spawn('iscsi-perf', ['-i', initiator, '-m', '1', '-b', '8', lunUrl(vol)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  background.push({ stop: async () => { child.kill('SIGKILL'); } }); // if the login below never happens
+  let out = '';
+  child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+  child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const running = () => child.exitCode === null && child.signalCode === null;
+  await until(`${initiator} logged in to ${vol.volume_context.iqn}`, async () => {
+    if (!running()) throw new Error(`iscsi-perf exited: ${out}`);
+    return (await nexusesOf(vol)).includes(initiator);
+  });
+  const handle = {
+    running,
+    output: () => out,
+    stop: async () => {
+      if (running()) child.kill('SIGINT');
+      await exited;
+      await until(`${initiator} logged out`, async () => !(await nexusesOf(vol)).includes(initiator));
+    },
+  };
+  background.push(handle);
+  return handle;
+}
+
+/** Polls tgtd's listing until stopped; counts the polls in which the volume's LUN was missing. */
+function watchLun(vol: Vol): { stop: () => Promise<{ polls: number; missing: number }> } {
+  let stopped = false;
+  let polls = 0;
+  let missing = 0;
+  const loop = (async () => {
+    while (!stopped) {
+      const t = (await showTargets().catch(() => [])).find((x) => x.name === vol.volume_context.iqn);
+      polls += 1;
+      if (!t?.luns.some((l) => l.lun === Number(vol.volume_context.lun))) missing += 1;
+    }
+  })();
+  const handle = { stop: async () => { stopped = true; await loop; return { polls, missing }; } };
+  background.push(handle);
+  return handle;
+}
+
+function expandTo(vol: Vol, bytes: number) {
+  return call<{ capacity_bytes: number; node_expansion_required: boolean }>('ControllerExpandVolume', { volume_id: vol.volume_id, capacity_range: { required_bytes: bytes, limit_bytes: 0 }, secrets: {}, volume_capability: null });
+}
+
+async function failureOf(p: Promise<unknown>): Promise<{ code: number; message: string }> {
+  try {
+    await p;
+  } catch (e) {
+    return e as { code: number; message: string };
+  }
+  throw new Error('did not fail');
+}
+
+type Condition = { abnormal: boolean; message: string };
+async function conditionOf(vol: Vol): Promise<Condition> {
+  return (await call<{ status: { volume_condition: Condition } }>('ControllerGetVolume', { volume_id: vol.volume_id })).status.volume_condition;
+}
+
 async function cleanupAll(s = svc): Promise<void> {
   const list = await call<{ entries: { volume: Vol; status: { published_node_ids: string[] } }[] }>('ListVolumes', { max_entries: 0, starting_token: '' }, s);
   for (const e of list.entries) {
@@ -122,6 +221,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
+  for (const h of background.splice(0)) await h.stop().catch(() => undefined);
   await cleanupAll();
 });
 
@@ -389,6 +489,7 @@ describe('tgt controller: expansion and listing', () => {
     const blockVol = await create('pvc-grow-block', { bytes: 16 * MiB, caps: [blockCap()] });
     await publish(vol.volume_id, NODE_A);
     await publish(blockVol.volume_id, NODE_A, { cap: blockCap() });
+    tgtadmCalls.length = 0;
     const wanted = 48 * MiB + 1000;
     const r = await call<{ capacity_bytes: number; node_expansion_required: boolean }>('ControllerExpandVolume', { volume_id: vol.volume_id, capacity_range: { required_bytes: wanted, limit_bytes: 0 }, secrets: {}, volume_capability: mountCap() });
     expect(r).toEqual({ capacity_bytes: wanted, node_expansion_required: true });
@@ -399,9 +500,90 @@ describe('tgt controller: expansion and listing', () => {
     // repeated: same answer; smaller: no shrink; limit below the size: OUT_OF_RANGE
     expect((await call<{ capacity_bytes: number }>('ControllerExpandVolume', { volume_id: vol.volume_id, capacity_range: { required_bytes: wanted, limit_bytes: 0 }, secrets: {}, volume_capability: null })).capacity_bytes).toBe(wanted);
     expect(await codeOf(call('ControllerExpandVolume', { volume_id: vol.volume_id, capacity_range: { required_bytes: MiB, limit_bytes: 2 * MiB }, secrets: {}, volume_capability: null }))).toBe(status.OUT_OF_RANGE);
-    // the SCSI ids (WWID) survive the LUN reload
+    // grown in place: the LUN was never deleted, its SCSI ids (WWID) are the volume's
+    expect(lunDeletes()).toEqual([]);
     const lun = (await showTargets()).find((t) => t.name === vol.volume_context.iqn)!.luns.find((l) => l.lun === 1)!;
     expect(lun.scsiId).toMatch(/^csi[0-9a-f]{16}$/);
+  });
+
+  it('never takes a LUN away from a logged-in initiator: refuses the growth while one is, grows it in place once none is', async () => {
+    const vol = await create('pvc-grow-live', { bytes: 16 * MiB, caps: [blockCap()] });
+    await publish(vol.volume_id, NODE_A, { cap: blockCap() });
+    const ids = await vpdIds(vol, NODE_A);
+    const file = join(tmp, 'pool', `${vol.volume_id.slice(4)}.img`);
+    const client = await loggedInClient(vol, NODE_A);
+    const watch = watchLun(vol);
+    tgtadmCalls.length = 0;
+
+    const refused = await failureOf(expandTo(vol, 32 * MiB));
+    expect(refused.code).toBe(status.FAILED_PRECONDITION);
+    expect(refused.message).toMatch(new RegExp(`${NODE_A}.*logged in`));
+    // nothing changed: neither the state, nor the file, nor what the initiator sees; no command failed
+    expect(client.running()).toBe(true);
+    expect(backend.get(vol.volume_id)?.capacityBytes).toBe(16 * MiB);
+    expect(statSync(file).size).toBe(16 * MiB);
+    expect(await lunBytes(vol, NODE_A)).toBe(16 * MiB);
+    await client.stop();
+
+    // the resizer's retry once the node logged out: tgtd re-reads the grown file, the LUN stays
+    expect(await expandTo(vol, 32 * MiB)).toEqual({ capacity_bytes: 32 * MiB, node_expansion_required: false });
+    const seen = await watch.stop();
+    expect(seen.polls).toBeGreaterThan(2);
+    expect(seen.missing).toBe(0);
+    expect(lunDeletes()).toEqual([]);
+    expect(await lunBytes(vol, NODE_A)).toBe(32 * MiB);
+    expect(await vpdIds(vol, NODE_A)).toBe(ids);
+    expect((await showTargets()).find((t) => t.name === vol.volume_context.iqn)?.state).toBe('ready');
+  });
+
+  it('refuses to grow a LUN of a shared target while an initiator is logged in to that target for another LUN', async () => {
+    const params = { targetMode: 'shared' };
+    const a = await create('pvc-sh-grow-a', { bytes: 8 * MiB, parameters: params, caps: [blockCap()] });
+    const b = await create('pvc-sh-grow-b', { bytes: 8 * MiB, parameters: params, caps: [blockCap()] });
+    await publish(b.volume_id, NODE_B, { cap: blockCap() });
+    const client = await loggedInClient(b, NODE_B);
+    tgtadmCalls.length = 0;
+    expect((await failureOf(expandTo(a, 16 * MiB))).code).toBe(status.FAILED_PRECONDITION);
+    expect(client.running()).toBe(true);
+    await client.stop();
+    expect((await expandTo(a, 16 * MiB)).capacity_bytes).toBe(16 * MiB);
+    expect(lunDeletes()).toEqual([]);
+    await publish(a.volume_id, NODE_B, { cap: blockCap() });
+    expect(await lunBytes(a, NODE_B)).toBe(16 * MiB);
+  });
+
+  it('never deletes a LUN on reconcile while an initiator is logged in, even with a size tgtd has not read', async () => {
+    const vol = await create('pvc-pending', { bytes: 16 * MiB, caps: [blockCap()] });
+    await publish(vol.volume_id, NODE_A, { cap: blockCap() });
+    const ids = await vpdIds(vol, NODE_A);
+    const client = await loggedInClient(vol, NODE_A);
+    // a growth the state records and tgtd has not read (what a crash half-way through an expand leaves)
+    await svc.stop();
+    const stateFile = join(tmp, 'state', 'controller', 'tgt', 'volumes.json');
+    const doc = JSON.parse(readFileSync(stateFile, 'utf8')) as { volumes: Record<string, { capacityBytes: number }> };
+    doc.volumes[vol.volume_id]!.capacityBytes = 32 * MiB;
+    writeFileSync(stateFile, JSON.stringify(doc));
+    tgtadmCalls.length = 0;
+    const watch = watchLun(vol);
+
+    svc = await newService(config(tgtd)); // its start() reconciles
+    for (let i = 0; i < 5; i++) await backend.reconcile();
+    expect(lunDeletes()).toEqual([]);
+    expect(client.running()).toBe(true);
+    expect(await nexusesOf(vol)).toEqual([NODE_A]);
+    const pending = await conditionOf(vol);
+    expect(pending.abnormal).toBe(true);
+    expect(pending.message).toMatch(/logged in/);
+    await client.stop();
+
+    // nobody logged in any more: the next reconcile lets tgtd read the size, in place
+    await backend.reconcile();
+    const seen = await watch.stop();
+    expect(seen.missing).toBe(0);
+    expect(lunDeletes()).toEqual([]);
+    expect(await lunBytes(vol, NODE_A)).toBe(32 * MiB);
+    expect(await vpdIds(vol, NODE_A)).toBe(ids);
+    expect((await conditionOf(vol)).abnormal).toBe(false);
   });
 
   it('pages ListVolumes with opaque tokens and answers a bad token with ABORTED', async () => {
