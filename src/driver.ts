@@ -11,6 +11,7 @@ import { VERSION } from './version.js';
 import { createNodeHost } from './flows/host.js';
 import { createNodeService } from './node/service.js';
 import { createControllerService, type ControllerService } from './controller/service.js';
+import { EXPANSION_BY_BACKEND } from './controller/backend.js';
 
 export interface DriverHandle {
   socketPath: string;
@@ -57,7 +58,7 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
   services.unshift({
     name: 'Identity',
     definition: csi.Identity.service,
-    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, expansionSupported: serveController }),
+    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, ...(serveController ? { expansion: EXPANSION_BY_BACKEND[cfg.controller.backend] } : {}) }),
   });
 
   const socketPath = socketPathOf(cfg.endpoint);

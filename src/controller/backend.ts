@@ -1,7 +1,7 @@
 // The small interface between the Controller service and a storage backend. The service validates
 // requests and maps them to these calls; a backend owns its volumes' state (persisted under the
 // driver's state dir), the storage system, and the serialisation of operations on shared state.
-import type { AccessModeMode, StringMap, VolumeCondition } from '../csi/types.js';
+import type { AccessModeMode, StringMap, VolumeCondition, VolumeExpansionType } from '../csi/types.js';
 import { AlreadyExists } from '../errors.js';
 import { capabilitiesKey, type CapabilitySummary, type Publication } from './capabilities.js';
 import { capacitySatisfies, formatBytes, type Range } from './capacity.js';
@@ -51,8 +51,24 @@ export interface CapacityInfo {
   maximumVolumeBytes?: number;
 }
 
+/** Each backend's kind of expansion (see VolumeBackend.expansion), for the identity service. */
+export const EXPANSION_BY_BACKEND: Record<'tgt' | 'static', VolumeExpansionType> = {
+  /**
+   * tgtd reads a LUN's size only when it opens the backing file, and re-opening it fails the commands
+   * in flight (EBADF → MEDIUM ERROR on the initiator): a LUN grows only while no initiator is logged in.
+   */
+  tgt: 'OFFLINE',
+  /** the LUN is grown on the SAN; the backend only hands out the larger size */
+  static: 'ONLINE',
+};
+
 export interface VolumeBackend {
   readonly kind: BackendKind;
+  /**
+   * When ControllerExpand can grow a volume: ONLINE while it is published and in use, OFFLINE only
+   * while no node uses it (the plugin's VOLUME_EXPANSION capability tells the resizer which).
+   */
+  readonly expansion: VolumeExpansionType;
   /** Loads state and reconciles the storage system from it. */
   start(): Promise<void>;
   /** Stops background work (the periodic reconcile). */

@@ -29,7 +29,7 @@ import { KeyedMutex } from '../host/locks.js';
 import { formatPortal, parseFsType, parseLun, parsePortal, parseTargetIqn } from '../host/validate.js';
 import type { Logger } from '../log.js';
 import {
-  checkSameVolume, CONTEXT_KEYS, HEALTHY, locationContext, unknownParameters,
+  checkSameVolume, CONTEXT_KEYS, EXPANSION_BY_BACKEND, HEALTHY, locationContext, unknownParameters,
   type CapacityInfo, type CreateSpec, type PublishSpec, type VolumeBackend, type VolumeRecord,
 } from './backend.js';
 import { checkPublish, type CapabilitySummary, type Publication } from './capabilities.js';
@@ -123,6 +123,7 @@ export interface StaticBackendDeps {
 }
 
 export class StaticBackend implements VolumeBackend {
+  readonly expansion = EXPANSION_BY_BACKEND.static;
   readonly kind = 'static' as const;
   readonly #cfg: Config;
   readonly #logger: Logger;

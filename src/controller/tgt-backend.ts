@@ -31,7 +31,7 @@ import { formatPortal, parseFsType, parsePortal, parseIscsiName } from '../host/
 import { Secret, type Logger } from '../log.js';
 import type { CommandRunner } from '../runner.js';
 import {
-  checkSameVolume, CONTEXT_KEYS, HEALTHY, locationContext, unknownParameters,
+  checkSameVolume, CONTEXT_KEYS, EXPANSION_BY_BACKEND, HEALTHY, locationContext, unknownParameters,
   type CapacityInfo, type CreateSpec, type PublishSpec, type VolumeBackend, type VolumeRecord,
 } from './backend.js';
 import type { CapabilitySummary, Publication } from './capabilities.js';
@@ -120,6 +120,7 @@ export interface TgtBackendDeps {
 }
 
 export class TgtBackend implements VolumeBackend {
+  readonly expansion = EXPANSION_BY_BACKEND.tgt;
   readonly kind = 'tgt' as const;
   readonly #cfg: Config;
   readonly #logger: Logger;

@@ -5,6 +5,7 @@ import { FailedPrecondition } from '../errors.js';
 import type { ServiceImpl } from '../server/service.js';
 import type {
   GetPluginInfoResponse, GetPluginCapabilitiesResponse, PluginCapability, ProbeResponse,
+  VolumeExpansionType,
 } from '../csi/types.js';
 
 /** A readiness check: resolves null when healthy, or a message naming what is missing. */
@@ -15,7 +16,8 @@ export interface IdentityDeps {
   version: string;
   checks: ReadinessCheck[];
   controllerServed: boolean;
-  expansionSupported: boolean;
+  /** the controller backend's kind of volume expansion; none advertised without a controller */
+  expansion?: VolumeExpansionType;
   now?: () => number;
 }
 
@@ -41,7 +43,7 @@ export function createIdentityService(deps: IdentityDeps): ServiceImpl {
     GetPluginCapabilities: async (): Promise<GetPluginCapabilitiesResponse> => {
       const capabilities: PluginCapability[] = [];
       if (deps.controllerServed) capabilities.push({ service: { type: 'CONTROLLER_SERVICE' }, type: 'service' });
-      if (deps.expansionSupported) capabilities.push({ volume_expansion: { type: 'ONLINE' }, type: 'volume_expansion' });
+      if (deps.expansion) capabilities.push({ volume_expansion: { type: deps.expansion }, type: 'volume_expansion' });
       return { capabilities };
     },
 

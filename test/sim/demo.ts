@@ -20,6 +20,17 @@ async function step<T>(what: string, fn: () => Promise<T>, show?: (r: T) => stri
   return r;
 }
 
+function readBack(device: string, text: string): string {
+  const fd = openSync(device, 'r');
+  try {
+    const back = Buffer.alloc(Buffer.byteLength(text));
+    readSync(fd, back, 0, back.length, MiB);
+    return back.toString();
+  } finally {
+    closeSync(fd);
+  }
+}
+
 async function lifecycle(sd: SimDriver, name: string, kind: 'mount' | 'block'): Promise<void> {
   const c = sd.client;
   const cap = kind === 'mount' ? mountCapability('xfs') : blockCapability();
@@ -52,26 +63,38 @@ async function lifecycle(sd: SimDriver, name: string, kind: 'mount' | 'block'): 
     try {
       writeSync(fd, data, 0, data.length, MiB);
       fsyncSync(fd);
-      const back = Buffer.alloc(data.length);
-      readSync(fd, back, 0, back.length, MiB);
-      return back.toString();
     } finally {
       closeSync(fd);
     }
+    return readBack(target, text);
   }, (r) => (r === text ? `ok: "${r}"` : `MISMATCH: "${r}"`));
 
   await step('NodeGetVolumeStats', () =>
     c.call<{ usage: { unit: string; total: number; used: number }[]; volume_condition: { abnormal: boolean; message: string } }>('Node', 'NodeGetVolumeStats', { volume_id: volume.volume_id, volume_path: target }),
   (r) => `${r.usage.map((u) => `${u.unit} total ${u.total} used ${u.used}`).join(', ')}; condition: ${r.volume_condition.message}`);
 
+  // the tgt backend's expansion is OFFLINE (tgtd cannot grow a LUN an initiator is logged in to):
+  // the pod goes, the volume grows, the pod comes back and the node grows the mounted filesystem
+  const stageReq = { volume_id: volume.volume_id, staging_target_path: staging, volume_capability: cap, volume_context: volume.volume_context, publish_context };
+  const publishReq = { ...stageReq, target_path: target, readonly: false };
+  await step('NodeUnpublishVolume + NodeUnstageVolume (expansion is OFFLINE)', async () => {
+    await c.call('Node', 'NodeUnpublishVolume', { volume_id: volume.volume_id, target_path: target });
+    await c.call('Node', 'NodeUnstageVolume', { volume_id: volume.volume_id, staging_target_path: staging });
+  });
   const expanded = await step('ControllerExpandVolume to 512 MiB', () =>
     c.call<{ capacity_bytes: number; node_expansion_required: boolean }>('Controller', 'ControllerExpandVolume', { volume_id: volume.volume_id, capacity_range: { required_bytes: 512 * MiB }, volume_capability: cap }),
   (r) => `${r.capacity_bytes} bytes, node expansion ${r.node_expansion_required ? 'required' : 'not required'}`);
+  await step('NodeStageVolume + NodePublishVolume again', async () => {
+    await c.call('Node', 'NodeStageVolume', stageReq);
+    await c.call('Node', 'NodePublishVolume', publishReq);
+  });
   if (expanded.node_expansion_required || kind === 'block') {
-    await step(kind === 'mount' ? 'NodeExpandVolume (rescan, grow the filesystem)' : 'NodeExpandVolume (rescan the device)', () =>
+    await step(kind === 'mount' ? 'NodeExpandVolume (rescan, grow the mounted filesystem)' : 'NodeExpandVolume (rescan the device)', () =>
       c.call<{ capacity_bytes: number }>('Node', 'NodeExpandVolume', { volume_id: volume.volume_id, volume_path: target, capacity_range: { required_bytes: 512 * MiB }, staging_target_path: staging, volume_capability: cap }),
     (r) => `${r.capacity_bytes} bytes`);
   }
+  await step('the data written before the expansion is still there', async () => (kind === 'mount' ? readFileSync(join(target, 'hello.txt'), 'utf8') : readBack(target, text)),
+    (r) => (r === text ? 'ok' : `MISMATCH: "${r}"`));
 
   await step('NodeUnpublishVolume', () => c.call('Node', 'NodeUnpublishVolume', { volume_id: volume.volume_id, target_path: target }));
   await step(kind === 'mount' ? 'NodeUnstageVolume (unmount, delete devices, logout)' : 'NodeUnstageVolume (delete devices, logout)', () => c.call('Node', 'NodeUnstageVolume', { volume_id: volume.volume_id, staging_target_path: staging }));
