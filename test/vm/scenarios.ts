@@ -1,0 +1,740 @@
+// The real-kernel tier's scenario list, run inside the VM by test/vm/guest.sh: the driver (controller
+// on the guest's tgtd + node on the real initiator, udev and multipathd) in its own process, driven
+// over gRPC as kubelet and the sidecars would, each outcome checked the way an operator would check it
+// (`iscsiadm -m session` / `-m node`, /proc/mounts, /sys/block, data read back). Prints one TAP-like
+// line per scenario ("ok N name (s)" / "not ok N name: why") and exits 1 when any failed.
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { CsiClient } from '../helpers/client.js';
+import { blockCapability, mountCapability } from '../helpers/sim-driver.js';
+
+const MiB = 1024 * 1024;
+const WORK = process.env.VM_WORK ?? '/tmp';
+const APP = process.env.VM_APP ?? process.cwd();
+const ONLY = (process.env.VM_ONLY ?? '').split(',').filter(Boolean);
+const BASE = '/run/iscsi-csi-vm';
+const STATE = join(BASE, 'state');
+const KUBELET = join(BASE, 'kubelet');
+const SOCKET = join(BASE, 'csi.sock');
+const DRIVER_LOG = join(WORK, 'driver.log');
+const CALL_TIMEOUT_MS = 600_000;
+const DRIVER_READY_MS = 240_000;
+const PORTAL_A = '127.0.0.1:3260';
+const PORTAL_B = '127.0.0.2:3260';
+
+type Ctx = Record<string, string>;
+interface Volume { volume_id: string; capacity_bytes: number; volume_context: Ctx }
+
+// ---- host commands, as an operator runs them --------------------------------------------------
+
+interface Cmd { code: number; stdout: string; stderr: string }
+
+function sh(argv: string[], timeoutMs = 120_000): Promise<Cmd> {
+  return new Promise((resolve) => {
+    execFile(argv[0]!, argv.slice(1), { timeout: timeoutMs, killSignal: 'SIGKILL', maxBuffer: 16 * MiB }, (err, stdout, stderr) => {
+      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : 1) : 0;
+      resolve({ code, stdout: String(stdout), stderr: String(stderr) });
+    });
+  });
+}
+
+async function must(argv: string[], timeoutMs?: number): Promise<string> {
+  const r = await sh(argv, timeoutMs);
+  if (r.code !== 0) throw new Error(`${argv.join(' ')} exited ${r.code}: ${r.stderr.trim() || r.stdout.trim()}`);
+  return r.stdout;
+}
+
+/** `iscsiadm -m session`: "tcp: [1] 127.0.0.1:3260,1 iqn… (non-flash)" lines; exit 21 = none. */
+async function sessions(iqn?: string): Promise<{ portal: string; iqn: string }[]> {
+  const r = await sh(['iscsiadm', '-m', 'session']);
+  if (r.code === 21) return [];
+  if (r.code !== 0) throw new Error(`iscsiadm -m session exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout.split('\n').map((l) => /^\S+: \[\d+\] (\S+),\d+ (\S+)/.exec(l)).filter((m) => m !== null)
+    .map((m) => ({ portal: m[1]!, iqn: m[2]! })).filter((s) => !iqn || s.iqn === iqn);
+}
+
+/** `iscsiadm -m node`: "127.0.0.1:3260,1 iqn…" lines; exit 21 = none. */
+async function nodeRecords(iqn?: string): Promise<string[]> {
+  const r = await sh(['iscsiadm', '-m', 'node']);
+  if (r.code === 21) return [];
+  if (r.code !== 0) throw new Error(`iscsiadm -m node exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout.split('\n').filter((l) => l.trim() !== '' && (!iqn || l.endsWith(` ${iqn}`)));
+}
+
+function mountsAt(path: string): { source: string; fsType: string }[] {
+  return readFileSync('/proc/mounts', 'utf8').split('\n').map((l) => l.split(' '))
+    .filter((f) => f[1] === path).map((f) => ({ source: f[0]!, fsType: f[2]! }));
+}
+
+function scsiDisks(): string[] {
+  return readdirSync('/sys/block').filter((d) => d.startsWith('sd')).sort();
+}
+
+function dmDevices(): string[] {
+  return readdirSync('/sys/block').filter((d) => d.startsWith('dm-')).sort();
+}
+
+function check(cond: unknown, what: string): asserts cond {
+  if (!cond) throw new Error(what);
+}
+
+function driverLogLines(): Record<string, unknown>[] {
+  if (!existsSync(DRIVER_LOG)) return [];
+  return readFileSync(DRIVER_LOG, 'utf8').split('\n').filter((l) => l.startsWith('{')).map((l) => {
+    try {
+      return JSON.parse(l) as Record<string, unknown>;
+    } catch {
+      return {};
+    }
+  });
+}
+
+function loginsLogged(iqn: string, since: number): number {
+  return driverLogLines().filter((l) => l.msg === 'logged in' && l.iqn === iqn && Date.parse(String(l.time)) >= since).length;
+}
+
+// ---- the driver, in its own process -------------------------------------------------------------
+
+interface DriverOptions { portals?: string[]; config?: Record<string, unknown> }
+
+class Driver {
+  proc: ChildProcess | undefined;
+  client = new CsiClient(`unix://${SOCKET}`);
+  nodeId = '';
+  private opts: DriverOptions = {};
+
+  configFile(opts: DriverOptions): string {
+    const cfg = {
+      mode: 'all',
+      endpoint: `unix://${SOCKET}`,
+      stateDir: STATE,
+      logLevel: 'debug',
+      controller: { backend: 'tgt', tgt: { portals: opts.portals ?? [PORTAL_A], poolDir: join(BASE, 'pool') } },
+      ...opts.config,
+    };
+    const file = join(BASE, 'driver.json');
+    writeFileSync(file, JSON.stringify(cfg, null, 2));
+    return file;
+  }
+
+  async start(opts: DriverOptions = this.opts): Promise<void> {
+    this.opts = opts;
+    mkdirSync(STATE, { recursive: true });
+    const file = this.configFile(opts);
+    const out = openSync(DRIVER_LOG, 'a');
+    this.proc = spawn(process.execPath, [join(APP, 'dist/src/cli.js'), '--config', file], { stdio: ['ignore', out, out] });
+    closeSync(out);
+    const started = Date.now();
+    for (;;) {
+      if (this.proc.exitCode !== null) throw new Error(`driver exited ${this.proc.exitCode} before serving (see driver.log)`);
+      if (existsSync(SOCKET)) {
+        try {
+          this.client.close();
+          this.client = new CsiClient(`unix://${SOCKET}`);
+          const info = await this.client.call<{ node_id: string }>('Node', 'NodeGetInfo', {}, 10_000);
+          this.nodeId = info.node_id;
+          return;
+        } catch {
+          // not serving yet
+        }
+      }
+      if (Date.now() - started > DRIVER_READY_MS) throw new Error(`driver did not serve within ${DRIVER_READY_MS} ms`);
+      await sleep(200);
+    }
+  }
+
+  async kill(signal: NodeJS.Signals): Promise<void> {
+    const p = this.proc;
+    if (!p || p.exitCode !== null) return;
+    const exited = new Promise((r) => p.once('exit', r));
+    p.kill(signal);
+    await Promise.race([exited, sleep(30_000)]);
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    this.client.close();
+  }
+
+  async restart(opts?: DriverOptions): Promise<void> {
+    await this.kill('SIGTERM');
+    await this.start(opts ?? this.opts);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+// ---- one volume through the CSI calls ----------------------------------------------------------
+
+class Vol {
+  volume!: Volume;
+  publishContext: Ctx = {};
+  readonly staging: string;
+  readonly target: string;
+  secrets: Ctx = {};
+  constructor(private readonly d: Driver, readonly name: string, readonly cap: object, readonly kind: 'mount' | 'block') {
+    this.staging = join(KUBELET, name, 'globalmount');
+    this.target = join(KUBELET, name, 'pod', kind === 'mount' ? 'mount' : 'dev');
+  }
+
+  get id(): string { return this.volume.volume_id; }
+  get iqn(): string { return this.volume.volume_context.iqn!; }
+
+  async create(bytes: number, parameters: Ctx = {}, secrets: Ctx = {}): Promise<this> {
+    mkdirSync(join(KUBELET, this.name), { recursive: true });
+    const r = await this.d.client.call<{ volume: Volume }>('Controller', 'CreateVolume', {
+      name: this.name, capacity_range: { required_bytes: bytes }, volume_capabilities: [this.cap], parameters, secrets,
+    }, CALL_TIMEOUT_MS);
+    this.volume = r.volume;
+    return this;
+  }
+
+  async controllerPublish(): Promise<this> {
+    const r = await this.d.client.call<{ publish_context: Ctx }>('Controller', 'ControllerPublishVolume', {
+      volume_id: this.id, node_id: this.d.nodeId, volume_capability: this.cap, readonly: false, volume_context: this.volume.volume_context,
+    }, CALL_TIMEOUT_MS);
+    this.publishContext = r.publish_context;
+    return this;
+  }
+
+  stage(volumeContext: Ctx = this.volume.volume_context, secrets: Ctx = this.secrets): Promise<unknown> {
+    return this.d.client.call('Node', 'NodeStageVolume', {
+      volume_id: this.id, staging_target_path: this.staging, volume_capability: this.cap,
+      volume_context: volumeContext, publish_context: this.publishContext, secrets,
+    }, CALL_TIMEOUT_MS);
+  }
+
+  publish(): Promise<unknown> {
+    return this.d.client.call('Node', 'NodePublishVolume', {
+      volume_id: this.id, staging_target_path: this.staging, target_path: this.target, volume_capability: this.cap,
+      readonly: false, volume_context: this.volume.volume_context, publish_context: this.publishContext,
+    }, CALL_TIMEOUT_MS);
+  }
+
+  unpublish(): Promise<unknown> {
+    return this.d.client.call('Node', 'NodeUnpublishVolume', { volume_id: this.id, target_path: this.target }, CALL_TIMEOUT_MS);
+  }
+
+  unstage(): Promise<unknown> {
+    return this.d.client.call('Node', 'NodeUnstageVolume', { volume_id: this.id, staging_target_path: this.staging }, CALL_TIMEOUT_MS);
+  }
+
+  stats(): Promise<{ usage: { unit: string; total: number; used: number; available: number }[]; volume_condition?: { abnormal: boolean; message: string } }> {
+    return this.d.client.call('Node', 'NodeGetVolumeStats', { volume_id: this.id, volume_path: this.target }, CALL_TIMEOUT_MS);
+  }
+
+  async destroy(): Promise<void> {
+    await this.d.client.call('Controller', 'ControllerUnpublishVolume', { volume_id: this.id, node_id: this.d.nodeId }, CALL_TIMEOUT_MS);
+    await this.d.client.call('Controller', 'DeleteVolume', { volume_id: this.id }, CALL_TIMEOUT_MS);
+  }
+
+  /** Unpublish, unstage, controller-unpublish, delete: what a pod deletion and a PVC deletion do. */
+  async teardown(): Promise<void> {
+    await this.unpublish();
+    await this.unstage();
+    await this.destroy();
+  }
+
+  /** Writes `text` through the published path (a file, or at 1 MiB into the block device) and syncs it. */
+  write(text: string): void {
+    if (this.kind === 'mount') {
+      const fd = openSync(join(this.target, 'data.txt'), 'w');
+      try {
+        writeSync(fd, text);
+        fsyncSync(fd);
+      } finally {
+        closeSync(fd);
+      }
+      return;
+    }
+    const fd = openSync(this.target, 'r+');
+    try {
+      writeSync(fd, Buffer.from(text), 0, Buffer.byteLength(text), MiB);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  }
+
+  read(bytes: number): string {
+    if (this.kind === 'mount') return readFileSync(join(this.target, 'data.txt'), 'utf8');
+    const fd = openSync(this.target, 'r');
+    try {
+      const b = Buffer.alloc(bytes);
+      readSync(fd, b, 0, bytes, MiB);
+      return b.toString();
+    } finally {
+      closeSync(fd);
+    }
+  }
+}
+
+/** After the last volume of `iqn` is gone: no session, no node record, no SCSI disk of it. */
+async function checkTargetGone(iqn: string, disksBefore: string[]): Promise<void> {
+  const s = await sessions(iqn);
+  check(s.length === 0, `sessions to ${iqn} left after the last unstage: ${JSON.stringify(s)}`);
+  const n = await nodeRecords(iqn);
+  check(n.length === 0, `node records of ${iqn} left: ${n.join('; ')}`);
+  const extra = scsiDisks().filter((d) => !disksBefore.includes(d));
+  check(extra.length === 0, `SCSI disks left in /sys/block: ${extra.join(', ')}`);
+}
+
+// ---- the scenarios -----------------------------------------------------------------------------
+
+interface Scenario { name: string; run: (d: Driver) => Promise<string | void> }
+
+function lifecycle(fsType: 'ext4' | 'xfs' | 'block', bytes: number): Scenario {
+  return {
+    name: `${fsType} lifecycle, data kept across unstage and restage`,
+    async run(d) {
+      const disks = scsiDisks();
+      const kind = fsType === 'block' ? 'block' : 'mount';
+      const v = await new Vol(d, `life-${fsType}`, kind === 'block' ? blockCapability() : mountCapability(fsType), kind).create(bytes, fsType === 'block' ? {} : { fsType });
+      await v.controllerPublish();
+      await v.stage();
+      await v.publish();
+      if (kind === 'mount') {
+        const m = mountsAt(v.staging);
+        check(m.length === 1 && m[0]!.fsType === fsType, `staging path mounts: ${JSON.stringify(m)}`);
+      }
+      check((await sessions(v.iqn)).length === 1, 'one session to the volume target');
+      const text = `kept ${fsType} ${Date.now()}`;
+      v.write(text);
+      const st = await v.stats();
+      check(st.usage.length > 0 && st.usage[0]!.total > 0, `stats: ${JSON.stringify(st)}`);
+      await v.unpublish();
+      await v.unstage();
+      await checkTargetGone(v.iqn, disks);
+      check(mountsAt(v.staging).length === 0, 'staging path still mounted after unstage');
+      await v.stage();
+      await v.publish();
+      const back = v.read(Buffer.byteLength(text));
+      check(back === text, `read back ${JSON.stringify(back)}, wrote ${JSON.stringify(text)}`);
+      await v.teardown();
+      await checkTargetGone(v.iqn, disks);
+    },
+  };
+}
+
+const twoLuns: Scenario = {
+  name: 'two LUNs of one target: the session stays until the last is unstaged',
+  async run(d) {
+    const disks = scsiDisks();
+    const a = await new Vol(d, 'pair-a', mountCapability('ext4'), 'mount').create(32 * MiB, { targetMode: 'shared', sharedTarget: 'pair' });
+    const b = await new Vol(d, 'pair-b', mountCapability('ext4'), 'mount').create(32 * MiB, { targetMode: 'shared', sharedTarget: 'pair' });
+    check(a.iqn === b.iqn, 'both volumes on one target');
+    for (const v of [a, b]) {
+      await v.controllerPublish();
+      await v.stage();
+      await v.publish();
+      v.write(`pair ${v.name}`);
+    }
+    check((await sessions(a.iqn)).length === 1, 'one session for both LUNs');
+    await a.unpublish();
+    await a.unstage();
+    check((await sessions(a.iqn)).length === 1, 'the session was logged out while LUN b is staged');
+    check(b.read(0) === `pair ${b.name}`, 'LUN b unreadable after a was unstaged');
+    await a.destroy();
+    await b.teardown();
+    await checkTargetGone(a.iqn, disks);
+  },
+};
+
+const storm = (kind: 'mount' | 'block', count: number): Scenario => ({
+  name: `storm: ${count} ${kind === 'mount' ? 'ext4' : 'block'} volumes of one target staged at once, one login`,
+  async run(d) {
+    const disks = scsiDisks();
+    const cap = kind === 'mount' ? mountCapability('ext4') : blockCapability();
+    const vols: Vol[] = [];
+    for (let i = 0; i < count; i++) {
+      const v = await new Vol(d, `storm-${kind}-${i}`, cap, kind).create(16 * MiB, { targetMode: 'shared', sharedTarget: `storm-${kind}` });
+      await v.controllerPublish();
+      vols.push(v);
+    }
+    const since = Date.now();
+    const t0 = performance.now();
+    const outcomes = await Promise.allSettled(vols.map((v) => v.stage()));
+    const stageS = (performance.now() - t0) / 1000;
+    const failed = outcomes.map((o, i) => (o.status === 'rejected' ? `${vols[i]!.name}: ${(o.reason as Error).message}` : '')).filter(Boolean);
+    check(failed.length === 0, `${failed.length} of ${count} stages failed: ${failed.slice(0, 3).join('; ')}`);
+    const logins = loginsLogged(vols[0]!.iqn, since);
+    check(logins === 1, `${logins} logins for one target`);
+    check((await sessions(vols[0]!.iqn)).length === 1, 'one session');
+    for (const v of vols) {
+      if (kind === 'mount') check(mountsAt(v.staging).length === 1, `${v.name} not mounted`);
+    }
+    const t1 = performance.now();
+    const down = await Promise.allSettled(vols.map((v) => v.unstage()));
+    const unstageS = (performance.now() - t1) / 1000;
+    const downFailed = down.filter((o) => o.status === 'rejected').map((o) => ((o as PromiseRejectedResult).reason as Error).message);
+    check(downFailed.length === 0, `${downFailed.length} unstages failed: ${downFailed.slice(0, 3).join('; ')}`);
+    for (const v of vols) await v.destroy();
+    await checkTargetGone(vols[0]!.iqn, disks);
+    return `stage ${stageS.toFixed(1)} s, unstage ${unstageS.toFixed(1)} s`;
+  },
+});
+
+const chap: Scenario = {
+  name: 'CHAP: a wrong secret fails clearly and leaves nothing; the right one stages',
+  async run(d) {
+    const disks = scsiDisks();
+    const secrets = { 'node.session.auth.username': 'vmchapuser', 'node.session.auth.password': 'Vm-Chap-Secret-0123' };
+    const v = await new Vol(d, 'chap', mountCapability('ext4'), 'mount').create(32 * MiB, { chap: 'true' }, secrets);
+    await v.controllerPublish();
+    const wrong = await v.stage(undefined, { ...secrets, 'node.session.auth.password': 'Not-The-Secret-99' }).then(() => null, (e: { code: number; details: string }) => e);
+    check(wrong !== null, 'a wrong CHAP secret staged');
+    check(/auth/i.test(wrong.details), `the error does not say authentication: ${wrong.details}`);
+    check((await sessions(v.iqn)).length === 0, 'a session is left after the failed login');
+    check((await nodeRecords(v.iqn)).length === 0, 'a node record is left after the failed login');
+    await v.stage(undefined, secrets);
+    await v.publish();
+    v.write('chap data');
+    check(v.read(0) === 'chap data', 'data not read back');
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+    return `wrong secret: ${wrong.details.slice(0, 120)}`;
+  },
+};
+
+/** A target made by hand (a static PV on an existing SAN): one LUN on a sparse file, ACL by initiator name. */
+async function handTarget(tid: number, iqn: string, initiator: string, bytes: number): Promise<() => Promise<void>> {
+  const file = join(BASE, `hand-${tid}.img`);
+  await must(['truncate', '-s', String(bytes), file]);
+  await must(['tgtadm', '--lld', 'iscsi', '--op', 'new', '--mode', 'target', '--tid', String(tid), '-T', iqn]);
+  await must(['tgtadm', '--lld', 'iscsi', '--op', 'new', '--mode', 'logicalunit', '--tid', String(tid), '--lun', '1', '-b', file]);
+  await must(['tgtadm', '--lld', 'iscsi', '--op', 'bind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiator]);
+  return async () => {
+    await sh(['tgtadm', '--lld', 'iscsi', '--op', 'delete', '--mode', 'target', '--tid', String(tid), '--force']);
+    rmSync(file, { force: true });
+  };
+}
+
+const ownInitiator: Scenario = {
+  name: "a volume's own initiatorName: an iface clone gets past an ACL that admits only that name",
+  async run(d) {
+    const disks = scsiDisks();
+    const iqn = 'iqn.2026-12.dev.tsdriver.vm:static-own';
+    const own = 'iqn.2026-12.dev.tsdriver.vm:tenant-a';
+    const remove = await handTarget(901, iqn, own, 32 * MiB);
+    const ifacesBefore = await must(['iscsiadm', '-m', 'iface']);
+    try {
+      const v = new Vol(d, 'own-init', mountCapability('ext4'), 'mount');
+      v.volume = { volume_id: 'static-own-init', capacity_bytes: 32 * MiB, volume_context: { targetPortal: PORTAL_A, iqn, lun: '1', fsType: 'ext4' } };
+      mkdirSync(join(KUBELET, v.name), { recursive: true });
+      const refused = await v.stage().then(() => null, (e: { details: string }) => e);
+      check(refused !== null, 'the node initiator name got past an ACL that does not list it');
+      check((await sessions(iqn)).length === 0 && (await nodeRecords(iqn)).length === 0, 'the refused login left a session or node record');
+      v.volume.volume_context = { ...v.volume.volume_context, initiatorName: own };
+      await v.stage();
+      const nexus = await must(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
+      check(nexus.includes(`Initiator: ${own}`), `tgtd shows no nexus from ${own}`);
+      await v.publish();
+      v.write('own name');
+      await v.unpublish();
+      await v.unstage();
+      await checkTargetGone(iqn, disks);
+      const ifaces = await must(['iscsiadm', '-m', 'iface']);
+      check(ifaces === ifacesBefore, `cloned iface left: ${ifaces.trim()}`);
+      return `refused without it: ${refused.details.slice(0, 100)}`;
+    } finally {
+      await remove();
+    }
+  },
+};
+
+const deadPortal: Scenario = {
+  name: 'one dead portal in the list: the volume stages on the live one',
+  async run(d) {
+    const disks = scsiDisks();
+    const v = await new Vol(d, 'dead-portal', mountCapability('ext4'), 'mount').create(32 * MiB);
+    await v.controllerPublish();
+    const ctx = { ...v.volume.volume_context, portals: JSON.stringify([PORTAL_A, '127.0.0.3:3260']) };
+    await v.stage(ctx);
+    check((await sessions(v.iqn)).length === 1, 'one session on the live portal');
+    await v.publish();
+    v.write('one path is enough');
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+  },
+};
+
+/** Writes and fsyncs files through `dir` until stopped; counts write errors. */
+function backgroundWriter(dir: string): { stop: () => Promise<{ writes: number; errors: string[] }> } {
+  let running = true;
+  let writes = 0;
+  const errors: string[] = [];
+  const loop = (async () => {
+    const chunk = Buffer.alloc(256 * 1024, 7);
+    while (running) {
+      try {
+        const fd = openSync(join(dir, `io-${writes % 4}`), 'w');
+        writeSync(fd, chunk);
+        fsyncSync(fd);
+        closeSync(fd);
+        writes += 1;
+      } catch (e) {
+        errors.push((e as Error).message);
+      }
+      await sleep(20);
+    }
+  })();
+  return { stop: async () => { running = false; await loop; return { writes, errors }; } };
+}
+
+function bytesTotal(st: Awaited<ReturnType<Vol['stats']>>): number {
+  return Number(st.usage.find((u) => u.unit === 'BYTES' || (u.unit as unknown) === 1)!.total);
+}
+
+/**
+ * Growth through the tgt backend. Stock tgt reads a LUN's size only when it opens the backing file,
+ * and re-opening it under I/O fails the commands in flight, so the backend advertises OFFLINE
+ * expansion: ControllerExpand of a volume an initiator is logged in to is refused with nothing
+ * touched (the LUN and the I/O on it go on), and succeeds once the node has logged out; the node then
+ * grows the mounted filesystem online (NodeExpand).
+ */
+function expansion(fsType: 'ext4' | 'xfs', from: number, to: number): Scenario {
+  return {
+    name: `${fsType} growth through the tgt backend (OFFLINE: refused while logged in, I/O unharmed) and online filesystem growth on the node`,
+    async run(d) {
+      const disks = scsiDisks();
+      const caps = await d.client.call<{ capabilities: { volume_expansion?: { type: string } }[] }>('Identity', 'GetPluginCapabilities', {});
+      const advertised = caps.capabilities.find((c) => c.volume_expansion)?.volume_expansion?.type;
+      check(advertised === 'OFFLINE', `volume expansion advertised as ${advertised}`);
+      const cap = mountCapability(fsType);
+      const v = await new Vol(d, `grow-${fsType}`, cap, 'mount').create(from, { fsType });
+      await v.controllerPublish();
+      await v.stage();
+      await v.publish();
+      v.write(`before growth ${fsType}`);
+      const before = bytesTotal(await v.stats());
+      const disk = scsiDisks().find((x) => !disks.includes(x))!;
+      const dmesgBefore = (await must(['dmesg'])).split('\n').length;
+      const expand = () => d.client.call<{ capacity_bytes: string }>('Controller', 'ControllerExpandVolume', { volume_id: v.id, capacity_range: { required_bytes: to }, volume_capability: cap }, CALL_TIMEOUT_MS);
+      const writer = backgroundWriter(v.target);
+      let refused: { code?: number; details?: string } | null;
+      let io;
+      try {
+        refused = await expand().then(() => null, (e: { code: number; details: string }) => e);
+        await sleep(3_000); // the controller's reconcile loop must not touch the LUN either
+      } finally {
+        io = await writer.stop();
+      }
+      check(refused !== null && refused.code === 9, `ControllerExpand of a volume in use answered ${refused ? `${refused.code} ${refused.details}` : 'OK'}, not FAILED_PRECONDITION`);
+      check(io.errors.length === 0, `${io.errors.length} write errors meanwhile: ${io.errors[0]}`);
+      const kernel = (await must(['dmesg'])).split('\n').slice(dmesgBefore).filter((l) => /I\/O error|Buffer I\/O|rejecting I\/O|offline|Synchronizing SCSI cache|Medium Error/i.test(l));
+      check(kernel.length === 0, `the kernel logged: ${kernel.slice(0, 3).join(' | ')}`);
+      const sectors = Number(readFileSync(`/sys/block/${disk}/size`, 'utf8'));
+      check(sectors * 512 === from, `the LUN changed size under the initiator: ${sectors * 512} bytes`);
+      await v.unpublish();
+      await v.unstage();
+      const r = await expand();
+      check(Number(r.capacity_bytes) === to, `ControllerExpand answered ${r.capacity_bytes}`);
+      await v.stage();
+      await v.publish();
+      await d.client.call('Node', 'NodeExpandVolume', { volume_id: v.id, volume_path: v.target, staging_target_path: v.staging, capacity_range: { required_bytes: to }, volume_capability: cap }, CALL_TIMEOUT_MS);
+      const after = bytesTotal(await v.stats());
+      check(after > before + (to - from) / 2, `filesystem total ${before} → ${after} bytes`);
+      check(v.read(0) === `before growth ${fsType}`, 'data lost across the growth');
+      await v.teardown();
+      await checkTargetGone(v.iqn, disks);
+      return `refused while in use (${io.writes} fsynced writes went on); grown offline, filesystem ${before} → ${after} bytes online`;
+    },
+  };
+}
+
+const killedMidStage: Scenario = {
+  name: 'the driver killed (SIGKILL) mid-stage and restarted: the retried stage converges',
+  async run(d) {
+    const disks = scsiDisks();
+    const v = await new Vol(d, 'killed', mountCapability('ext4'), 'mount').create(32 * MiB);
+    await v.controllerPublish();
+    const since = Date.now();
+    const inFlight = v.stage().then(() => 'finished', (e: Error) => e.message);
+    // kill it once it is inside the attach (after its login), or after a while at the latest
+    for (let i = 0; i < 300 && loginsLogged(v.iqn, since) === 0; i++) await sleep(100);
+    await d.kill('SIGKILL');
+    const first = await inFlight;
+    await d.start();
+    await v.stage();
+    check(mountsAt(v.staging).length === 1, 'not mounted after the retried stage');
+    check((await sessions(v.iqn)).length === 1, 'not exactly one session after the retried stage');
+    await v.publish();
+    v.write('after a crash');
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+    return `first call: ${first.slice(0, 60)}`;
+  },
+};
+
+const iscsidRestart: Scenario = {
+  name: 'iscsid restarted while volumes are staged: I/O goes on, unstage logs out',
+  async run(d) {
+    const disks = scsiDisks();
+    const v = await new Vol(d, 'iscsid-restart', mountCapability('ext4'), 'mount').create(32 * MiB);
+    await v.controllerPublish();
+    await v.stage();
+    await v.publish();
+    v.write('before the restart');
+    await sh(['pkill', '-x', 'iscsid']);
+    for (let i = 0; i < 100 && (await sh(['pgrep', '-x', 'iscsid'])).code === 0; i++) await sleep(100);
+    await must(['iscsid']);
+    await sleep(1_000);
+    check((await sessions(v.iqn)).length === 1, 'the session is not listed after iscsid restarted');
+    check(v.read(0) === 'before the restart', 'data unreadable after the restart');
+    v.write('after the restart');
+    check(v.read(0) === 'after the restart', 'write after the restart not read back');
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+  },
+};
+
+const ISCSI_LOCK_DIR = '/run/lock/iscsi';
+const staleIscsiLock: Scenario = {
+  name: "a stale open-iscsi record lock (an iscsiadm killed while writing) does not block the driver",
+  async run(d) {
+    const disks = scsiDisks();
+    const v = await new Vol(d, 'stale-lock', blockCapability(), 'block').create(16 * MiB);
+    await v.controllerPublish();
+    mkdirSync(ISCSI_LOCK_DIR, { recursive: true });
+    const lock = join(ISCSI_LOCK_DIR, 'lock');
+    if (!existsSync(lock)) writeFileSync(lock, '');
+    await must(['ln', lock, join(ISCSI_LOCK_DIR, 'lock.write')]);
+    await sleep(11_000); // older than timeouts.iscsiLockStaleMs (10 s): no live iscsiadm holds it that long
+    const t0 = performance.now();
+    await v.stage();
+    const stageS = (performance.now() - t0) / 1000;
+    check(!existsSync(join(ISCSI_LOCK_DIR, 'lock.write')), 'lock.write still there');
+    await v.publish();
+    v.write('past a stale lock');
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+    return `stage ${stageS.toFixed(1)} s`;
+  },
+};
+
+const MULTIPATH_CONF = '/etc/multipath.conf';
+function multipath(findMultipaths: 'yes' | 'no', kind: 'mount' | 'block'): Scenario {
+  return {
+    name: `multipath over two portals, multipathd with user_friendly_names yes, find_multipaths ${findMultipaths} (${kind === 'mount' ? 'ext4' : 'block'})`,
+    async run(d) {
+      const disks = scsiDisks();
+      writeFileSync(MULTIPATH_CONF, `defaults {\n    user_friendly_names yes\n    find_multipaths ${findMultipaths}\n    failback immediate\n    no_path_retry fail\n}\n`);
+      if ((await sh(['pgrep', '-x', 'multipathd'])).code === 0) await must(['multipathd', 'reconfigure']);
+      else await must(['multipathd']);
+      await sleep(1_000);
+      await d.restart({ portals: [PORTAL_A, PORTAL_B], config: { timeouts: { multipathWaitMs: 60_000 } } });
+      try {
+        const cap = kind === 'mount' ? mountCapability('ext4') : blockCapability();
+        const v = await new Vol(d, `mpath-${findMultipaths}-${kind}`, cap, kind).create(32 * MiB);
+        await v.controllerPublish();
+        await v.stage();
+        const s = await sessions(v.iqn);
+        check(s.length === 2, `${s.length} sessions, not one per portal`);
+        const maps = dmDevices();
+        check(maps.length === 1, `dm devices: ${maps.join(', ')}`);
+        const slaves = readdirSync(`/sys/block/${maps[0]}/slaves`);
+        check(slaves.length === 2, `the map has paths ${slaves.join(', ')}`);
+        const mapName = readFileSync(`/sys/block/${maps[0]}/dm/name`, 'utf8').trim();
+        if (kind === 'mount') {
+          const m = mountsAt(v.staging);
+          check(m.length === 1 && (m[0]!.source === `/dev/${maps[0]}` || m[0]!.source === `/dev/mapper/${mapName}`), `mounted from ${JSON.stringify(m)}, not the map ${maps[0]} (${mapName})`);
+        }
+        await v.publish();
+        v.write(`multipath ${findMultipaths}`);
+        check(v.read(Buffer.byteLength(`multipath ${findMultipaths}`)) === `multipath ${findMultipaths}`, 'data not read back');
+        await v.teardown();
+        check(dmDevices().length === 0, `maps left: ${dmDevices().join(', ')}`);
+        await checkTargetGone(v.iqn, disks);
+        return `map ${mapName} over ${slaves.join(' + ')}`;
+      } finally {
+        await d.restart({});
+      }
+    },
+  };
+}
+
+const stopMultipathd: Scenario = {
+  name: 'multipathd stopped: later single-path volumes are plain SCSI disks again',
+  async run(d) {
+    await sh(['multipathd', 'shutdown']);
+    for (let i = 0; i < 100 && (await sh(['pgrep', '-x', 'multipathd'])).code === 0; i++) await sleep(100);
+    rmSync(MULTIPATH_CONF, { force: true });
+    await lifecycle('block', 16 * MiB).run(d);
+    check(dmDevices().length === 0, 'a dm device appeared without multipathd');
+  },
+};
+
+function sanity(access: 'mount' | 'block'): Scenario {
+  return {
+    name: `csi-sanity v5.5.0, the whole suite, ${access} volumes (controller on the guest's tgtd, node on the real kernel)`,
+    async run() {
+      const bin = join(WORK, 'csi-sanity');
+      check(existsSync(bin), `no csi-sanity binary at ${bin}`);
+      const dir = join(BASE, `sanity-${access}`);
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      const r = await sh([bin, '--csi.endpoint', `unix://${SOCKET}`, '--csi.mountdir', join(dir, 'target'), '--csi.stagingdir', join(dir, 'staging'),
+        '--csi.testvolumesize', String(32 * MiB), '--csi.testvolumeaccesstype', access, '--ginkgo.no-color'], 1_800_000);
+      writeFileSync(join(WORK, `sanity-${access}.log`), r.stdout + r.stderr);
+      const summary = /(\d+) Passed \| (\d+) Failed \| (\d+) Pending \| (\d+) Skipped/.exec(r.stdout);
+      check(summary !== null, `csi-sanity printed no summary (exit ${r.code}): ${r.stdout.slice(-300)}`);
+      const failedSpecs = [...r.stdout.matchAll(/\[FAIL\] (.+)/g)].map((m) => m[1]!.trim());
+      check(r.code === 0 && summary[2] === '0', `${summary[2]} failed: ${[...new Set(failedSpecs)].slice(0, 3).join(' | ')}`);
+      return `${summary[1]} passed, ${summary[2]} failed, ${summary[4]} skipped by capability`;
+    },
+  };
+}
+
+const SCENARIOS: Scenario[] = [
+  lifecycle('ext4', 32 * MiB),
+  lifecycle('xfs', 320 * MiB),
+  lifecycle('block', 16 * MiB),
+  twoLuns,
+  chap,
+  ownInitiator,
+  deadPortal,
+  expansion('ext4', 64 * MiB, 128 * MiB),
+  expansion('xfs', 320 * MiB, 400 * MiB),
+  killedMidStage,
+  iscsidRestart,
+  staleIscsiLock,
+  storm('mount', 32),
+  storm('block', 32),
+  multipath('yes', 'mount'),
+  multipath('no', 'block'),
+  stopMultipathd,
+  sanity('mount'),
+  sanity('block'),
+];
+
+// ---- runner ------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  rmSync(BASE, { recursive: true, force: true });
+  mkdirSync(KUBELET, { recursive: true });
+  const d = new Driver();
+  const t0 = performance.now();
+  await d.start();
+  process.stdout.write(`# driver serving after ${((performance.now() - t0) / 1000).toFixed(1)} s, node ${d.nodeId}\n`);
+  let n = 0;
+  let failures = 0;
+  for (const s of SCENARIOS) {
+    if (ONLY.length > 0 && !ONLY.some((o) => s.name.includes(o))) continue;
+    n += 1;
+    const started = performance.now();
+    appendFileSync(DRIVER_LOG, `### scenario ${n}: ${s.name}\n`);
+    try {
+      if (d.proc?.exitCode !== null) await d.start();
+      const detail = await s.run(d);
+      process.stdout.write(`ok ${n} ${s.name} (${((performance.now() - started) / 1000).toFixed(1)} s${detail ? `; ${detail}` : ''})\n`);
+    } catch (e) {
+      failures += 1;
+      const msg = (e as { details?: string; message?: string }).details ?? (e as Error).message;
+      process.stdout.write(`not ok ${n} ${s.name} (${((performance.now() - started) / 1000).toFixed(1)} s): ${String(msg).replace(/\n/g, ' ')}\n`);
+    }
+  }
+  await d.kill('SIGTERM');
+  process.exit(failures > 0 ? 1 : 0);
+}
+
+void main();
