@@ -269,6 +269,13 @@ class Vol {
   }
 }
 
+/** A volume created by the controller and published to this node: what the attacher leaves for kubelet. */
+async function provision(d: Driver, name: string, cap: object, kind: 'mount' | 'block', bytes: number, parameters: Ctx = {}, secrets: Ctx = {}): Promise<Vol> {
+  const v = await new Vol(d, name, cap, kind).create(bytes, parameters, secrets);
+  await v.controllerPublish();
+  return v;
+}
+
 /** After the last volume of `iqn` is gone: no session, no node record, no SCSI disk of it. */
 async function checkTargetGone(iqn: string, disksBefore: string[]): Promise<void> {
   const s = await sessions(iqn);
@@ -289,8 +296,7 @@ function lifecycle(fsType: 'ext4' | 'xfs' | 'block', bytes: number): Scenario {
     async run(d) {
       const disks = scsiDisks();
       const kind = fsType === 'block' ? 'block' : 'mount';
-      const v = await new Vol(d, `life-${fsType}`, kind === 'block' ? blockCapability() : mountCapability(fsType), kind).create(bytes, fsType === 'block' ? {} : { fsType });
-      await v.controllerPublish();
+      const v = await provision(d, `life-${fsType}`, kind === 'block' ? blockCapability() : mountCapability(fsType), kind, bytes, fsType === 'block' ? {} : { fsType });
       await v.stage();
       await v.publish();
       if (kind === 'mount') {
@@ -347,8 +353,7 @@ const storm = (kind: 'mount' | 'block', count: number): Scenario => ({
     const cap = kind === 'mount' ? mountCapability('ext4') : blockCapability();
     const vols: Vol[] = [];
     for (let i = 0; i < count; i++) {
-      const v = await new Vol(d, `storm-${kind}-${i}`, cap, kind).create(16 * MiB, { targetMode: 'shared', sharedTarget: `storm-${kind}` });
-      await v.controllerPublish();
+      const v = await provision(d, `storm-${kind}-${i}`, cap, kind, 16 * MiB, { targetMode: 'shared', sharedTarget: `storm-${kind}` });
       vols.push(v);
     }
     const since = Date.now();
@@ -379,8 +384,7 @@ const chap: Scenario = {
   async run(d) {
     const disks = scsiDisks();
     const secrets = { 'node.session.auth.username': 'vmchapuser', 'node.session.auth.password': 'Vm-Chap-Secret-0123' };
-    const v = await new Vol(d, 'chap', mountCapability('ext4'), 'mount').create(32 * MiB, { chap: 'true' }, secrets);
-    await v.controllerPublish();
+    const v = await provision(d, 'chap', mountCapability('ext4'), 'mount', 32 * MiB, { chap: 'true' }, secrets);
     const wrong = await v.stage(undefined, { ...secrets, 'node.session.auth.password': 'Not-The-Secret-99' }).then(() => null, (e: { code: number; details: string }) => e);
     check(wrong !== null, 'a wrong CHAP secret staged');
     check(/auth/i.test(wrong.details), `the error does not say authentication: ${wrong.details}`);
@@ -446,8 +450,7 @@ const deadPortal: Scenario = {
   name: 'one dead portal in the list: the volume stages on the live one',
   async run(d) {
     const disks = scsiDisks();
-    const v = await new Vol(d, 'dead-portal', mountCapability('ext4'), 'mount').create(32 * MiB);
-    await v.controllerPublish();
+    const v = await provision(d, 'dead-portal', mountCapability('ext4'), 'mount', 32 * MiB);
     const ctx = { ...v.volume.volume_context, portals: JSON.stringify([PORTAL_A, '127.0.0.3:3260']) };
     await v.stage(ctx);
     check((await sessions(v.iqn)).length === 1, 'one session on the live portal');
@@ -501,8 +504,7 @@ function expansion(fsType: 'ext4' | 'xfs', from: number, to: number): Scenario {
       const advertised = caps.capabilities.find((c) => c.volume_expansion)?.volume_expansion?.type;
       check(advertised === 'OFFLINE', `volume expansion advertised as ${advertised}`);
       const cap = mountCapability(fsType);
-      const v = await new Vol(d, `grow-${fsType}`, cap, 'mount').create(from, { fsType });
-      await v.controllerPublish();
+      const v = await provision(d, `grow-${fsType}`, cap, 'mount', from, { fsType });
       await v.stage();
       await v.publish();
       v.write(`before growth ${fsType}`);
@@ -546,8 +548,7 @@ const killedMidStage: Scenario = {
   name: 'the driver killed (SIGKILL) mid-stage and restarted: the retried stage converges',
   async run(d) {
     const disks = scsiDisks();
-    const v = await new Vol(d, 'killed', mountCapability('ext4'), 'mount').create(32 * MiB);
-    await v.controllerPublish();
+    const v = await provision(d, 'killed', mountCapability('ext4'), 'mount', 32 * MiB);
     const since = Date.now();
     const inFlight = v.stage().then(() => 'finished', (e: Error) => e.message);
     // kill it once it is inside the attach (after its login), or after a while at the latest
@@ -570,8 +571,7 @@ const iscsidRestart: Scenario = {
   name: 'iscsid restarted while volumes are staged: I/O goes on, unstage logs out',
   async run(d) {
     const disks = scsiDisks();
-    const v = await new Vol(d, 'iscsid-restart', mountCapability('ext4'), 'mount').create(32 * MiB);
-    await v.controllerPublish();
+    const v = await provision(d, 'iscsid-restart', mountCapability('ext4'), 'mount', 32 * MiB);
     await v.stage();
     await v.publish();
     v.write('before the restart');
@@ -593,8 +593,7 @@ const staleIscsiLock: Scenario = {
   name: "a stale open-iscsi record lock (an iscsiadm killed while writing) does not block the driver",
   async run(d) {
     const disks = scsiDisks();
-    const v = await new Vol(d, 'stale-lock', blockCapability(), 'block').create(16 * MiB);
-    await v.controllerPublish();
+    const v = await provision(d, 'stale-lock', blockCapability(), 'block', 16 * MiB);
     mkdirSync(ISCSI_LOCK_DIR, { recursive: true });
     const lock = join(ISCSI_LOCK_DIR, 'lock');
     if (!existsSync(lock)) writeFileSync(lock, '');
@@ -625,8 +624,7 @@ function multipath(findMultipaths: 'yes' | 'no', kind: 'mount' | 'block'): Scena
       await d.restart({ portals: [PORTAL_A, PORTAL_B], config: { timeouts: { multipathWaitMs: 60_000 } } });
       try {
         const cap = kind === 'mount' ? mountCapability('ext4') : blockCapability();
-        const v = await new Vol(d, `mpath-${findMultipaths}-${kind}`, cap, kind).create(32 * MiB);
-        await v.controllerPublish();
+        const v = await provision(d, `mpath-${findMultipaths}-${kind}`, cap, kind, 32 * MiB);
         await v.stage();
         const s = await sessions(v.iqn);
         check(s.length === 2, `${s.length} sessions, not one per portal`);
