@@ -622,16 +622,21 @@ function multipath(findMultipaths: 'yes' | 'no', kind: 'mount' | 'block'): Scena
       else await must(['multipathd']);
       await sleep(1_000);
       await d.restart({ portals: [PORTAL_A, PORTAL_B], config: { timeouts: { multipathWaitMs: 60_000 } } });
+      let cleanup: (() => Promise<void>) | undefined;
       try {
         const cap = kind === 'mount' ? mountCapability('ext4') : blockCapability();
         const v = await provision(d, `mpath-${findMultipaths}-${kind}`, cap, kind, 32 * MiB);
+        cleanup = () => v.teardown();
         await v.stage();
         const s = await sessions(v.iqn);
         check(s.length === 2, `${s.length} sessions, not one per portal`);
         const maps = dmDevices();
         check(maps.length === 1, `dm devices: ${maps.join(', ')}`);
-        const slaves = readdirSync(`/sys/block/${maps[0]}/slaves`);
-        check(slaves.length === 2, `the map has paths ${slaves.join(', ')}`);
+        // find_multipaths no: multipathd makes the map from the first path and adds the second as it
+        // comes (the stage may already be done on the map by then)
+        let slaves: string[] = [];
+        for (let i = 0; i < 120 && (slaves = readdirSync(`/sys/block/${maps[0]}/slaves`)).length < 2; i++) await sleep(500);
+        check(slaves.length === 2, `the map has paths ${slaves.join(', ')} after 60 s`);
         const mapName = readFileSync(`/sys/block/${maps[0]}/dm/name`, 'utf8').trim();
         if (kind === 'mount') {
           const m = mountsAt(v.staging);
@@ -640,11 +645,14 @@ function multipath(findMultipaths: 'yes' | 'no', kind: 'mount' | 'block'): Scena
         await v.publish();
         v.write(`multipath ${findMultipaths}`);
         check(v.read(Buffer.byteLength(`multipath ${findMultipaths}`)) === `multipath ${findMultipaths}`, 'data not read back');
+        cleanup = undefined;
         await v.teardown();
         check(dmDevices().length === 0, `maps left: ${dmDevices().join(', ')}`);
         await checkTargetGone(v.iqn, disks);
         return `map ${mapName} over ${slaves.join(' + ')}`;
       } finally {
+        // a failed check must not leave its map and sessions to the next scenario
+        await cleanup?.().catch(() => undefined);
         await d.restart({});
       }
     },
