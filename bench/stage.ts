@@ -388,7 +388,7 @@ async function linkReaction(runs: number): Promise<{ reactions: number[]; dir: s
     const reactions: number[] = [];
     for (let i = 0; i < runs; i++) {
       // what the kernel shows first (the disk in sysfs), then devtmpfs's node at t0
-      const disk = `sdz${i}`;
+      const disk = `sd${String.fromCharCode(97 + (Math.floor(i / 26) % 26))}${String.fromCharCode(97 + (i % 26))}`; // sdaa, sdab …: SCSI disk names
       const minor = 100 + (i % 100);
       mkdirSync(join(sysRoot, `class/iscsi_host/host9/device/session9/target9:0:0/9:0:0:${i}/block/${disk}`), { recursive: true });
       mkdirSync(join(sysRoot, 'block', disk), { recursive: true });

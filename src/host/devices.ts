@@ -29,6 +29,8 @@ export interface LunName {
 export type HolderWaitResult = { ok: true; holder: MultipathHolder; device: string; waitedMs: number } | WaitFailure;
 
 const DEFAULT_TRANSPORT = 'tcp';
+/** the kernel's names for SCSI disks (sd.c): sda … sdz, sdaa … */
+const SCSI_DISK_NODE_RE = /^sd[a-z]+$/;
 
 function elapsed(started: number): number {
   return Math.round((performance.now() - started) * 100) / 100;
@@ -189,15 +191,13 @@ export class Devices {
    * as the disk is added, while udev writes `disk/by-path` whenever it gets to the event, which under
    * load (a storm of stages formatting and mounting, each change event re-running the rules) can be
    * long after. The by-path link is the device's name when udev has made it and it points at this
-   * device; otherwise the kernel node is. sysfs reports nothing through inotify, so a new node under
-   * the /dev root (or a by-path link) wakes the wait, and the poll covers the rest.
+   * device; otherwise the kernel node is. sysfs reports nothing through inotify, so a new SCSI disk
+   * node under the /dev root wakes the wait (not the sg/bsg nodes and links that come with it: in a
+   * storm every wake re-checks every waiting LUN), and the poll covers the rest.
    */
   async waitForLunDevice(scsiHost: number, lun: number, name: LunName, opts: WaitOptions): Promise<DeviceWaitResult> {
     const r = await waitUntil(
-      [
-        { dir: this.devRoot, root: this.devRoot },
-        { dir: this.byPathDir(), root: this.devRoot },
-      ],
+      [{ dir: this.devRoot, root: this.devRoot, relevant: (f) => f === null || SCSI_DISK_NODE_RE.test(f) }],
       () => this.findLunDevice(scsiHost, lun, name),
       opts,
     );

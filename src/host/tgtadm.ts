@@ -193,19 +193,6 @@ export class Tgtadm {
   }
 
   /**
-   * Deletes and re-creates a LUN with the same SCSI id and serial, so tgtd reads a grown file. Only
-   * for the simulated host's storage-side growth in tests: it takes the LUN away from every logged-in
-   * initiator (tgtd refuses it with commands in flight: "this logical unit is still active"), so the
-   * controller never uses it; it uses reopenLun.
-   */
-  async reloadLun(tid: number, lun: TgtLun): Promise<void> {
-    if (!lun.backingStorePath) throw new Internal(`LUN ${tid}/${lun.lun} has no backing file`);
-    await this.deleteLun(tid, lun.lun);
-    await this.newLun(tid, lun.lun, lun.backingStorePath);
-    await this.setLunIds(tid, lun.lun, lun.scsiId, lun.scsiSn);
-  }
-
-  /**
    * Makes tgtd re-open a LUN's backing file and re-read its size, without removing the LUN: one
    * management request `online=0,path=FILE,online=1`. tgtd (1.0.85) applies the three in order in one
    * pass of its single event loop (lu_config), and its path update refuses an online LUN, then closes

@@ -296,14 +296,14 @@ export class SimulatedHost {
     if (t) await this.tgtadm(['--op', 'delete', '--force', '--mode', 'target', '--tid', String(t.tid)]);
   }
 
-  /** Grows a LUN's backing file and re-creates the LUN in tgtd with the same SCSI ids (Tgtadm.reloadLun). */
+  /** Grows a LUN's backing file and has tgtd re-read it in place (Tgtadm.reopenLun, as the controller does). */
   async growLun(iqn: string, lun: number, sizeBytes: number): Promise<void> {
     const t = parseTgtTargets(await this.tgtadm(['--op', 'show', '--mode', 'target'])).find((x) => x.name === iqn);
     const l = t?.luns.find((x) => x.lun === lun);
     if (!t || !l?.backingStorePath) throw new Error(`no LUN ${lun} with a backing file on ${iqn}`);
     await truncate(l.backingStorePath, sizeBytes);
     const runner = new ExecaRunner(defaultConfig().commands, [], createLogger('silent'));
-    await new Tgtadm(runner, this.tgtd.controlPort).reloadLun(t.tid, l);
+    await new Tgtadm(runner, this.tgtd.controlPort).reopenLun(t.tid, lun, l.backingStorePath);
   }
 
   /**
