@@ -5,10 +5,11 @@
 // one clock for the bench, the gRPC server and the driver (they share the process).
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { promises as fs } from 'node:fs';
-import { Devices } from '../src/host/devices.js';
-import { KeyedMutex, TargetLock } from '../src/host/locks.js';
-import { MetadataStore } from '../src/host/metadata.js';
-import { Sysfs } from '../src/host/sysfs.js';
+import { Devices } from '../src/node-host/devices.js';
+import { KeyedMutex } from '../src/common/keyed-mutex.js';
+import { TargetLock } from '../src/node-host/target-lock.js';
+import { MetadataStore } from '../src/node-host/metadata.js';
+import { Sysfs } from '../src/node-host/sysfs.js';
 import { safeArgv, type CommandRunner } from '../src/runner.js';
 
 export interface Interval {

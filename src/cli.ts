@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { buildConfig, ConfigError, loadConfigFile, type Config, type LogLevel, type Mode } from './config.js';
 import { startDriver } from './driver.js';
-import { readInitiatorName } from './host/initiator.js';
+import { readInitiatorName } from './node-host/initiator.js';
 import { createLogger } from './log.js';
 import { SocketInUse } from './server/server.js';
 import { VERSION } from './version.js';

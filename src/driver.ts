@@ -6,7 +6,7 @@ import type { Logger } from './log.js';
 import { ExecaRunner, type CommandRunner } from './runner.js';
 import { CsiServer, type ServedService } from './server/server.js';
 import { loadCsiPackage } from './server/proto.js';
-import { readInitiatorName } from './host/initiator.js';
+import { readInitiatorName } from './node-host/initiator.js';
 import { VERSION } from './version.js';
 import { createNodeHost } from './flows/host.js';
 import { createNodeService } from './node/service.js';

@@ -99,14 +99,6 @@ export interface VolumeBackend {
 
 export const HEALTHY: VolumeCondition = Object.freeze({ abnormal: false, message: 'volume is healthy' });
 
-/** CSI keys of the in-tree plugin for session CHAP (what the node-stage secret also carries). */
-export const CHAP_KEYS = {
-  user: 'node.session.auth.username',
-  password: 'node.session.auth.password',
-  userIn: 'node.session.auth.username_in',
-  passwordIn: 'node.session.auth.password_in',
-} as const;
-
 /** Parameters the external-provisioner may add (`--extra-create-metadata`); accepted by every backend. */
 export const PROVISIONER_PARAMETER_PREFIX = 'csi.storage.k8s.io/';
 
@@ -134,24 +126,4 @@ export function checkSameVolume(existing: VolumeRecord, spec: CreateSpec): void 
 
 function stableJson(map: StringMap): string {
   return JSON.stringify(Object.keys(map).sort().map((k) => [k, map[k]]));
-}
-
-/** volume_context / publish_context keys the node service reads (the in-tree plugin's names). */
-export const CONTEXT_KEYS = {
-  targetPortal: 'targetPortal',
-  portals: 'portals',
-  iqn: 'iqn',
-  lun: 'lun',
-  fsType: 'fsType',
-  sessionChap: 'sessionCHAPAuth',
-} as const;
-
-/** The location part of a volume_context, which is also the publish_context. */
-export function locationContext(portals: string[], iqn: string, lun: number): StringMap {
-  return {
-    [CONTEXT_KEYS.targetPortal]: portals[0] ?? '',
-    [CONTEXT_KEYS.portals]: JSON.stringify(portals),
-    [CONTEXT_KEYS.iqn]: iqn,
-    [CONTEXT_KEYS.lun]: String(lun),
-  };
 }

@@ -1,15 +1,9 @@
-// Which volume capabilities the driver supports, and the publish rules that follow from access modes.
-//
-// An iSCSI LUN is a plain block device, so every access mode works for raw block volumes (the
-// application coordinates access, e.g. a cluster filesystem or a database with its own fencing).
-// ext4/xfs/btrfs are not cluster filesystems: mounting one read-write on two nodes corrupts it, and a
-// read-only mount next to a writer reads stale or torn metadata. So a filesystem volume may be shared
-// between nodes only read-only (MULTI_NODE_READER_ONLY).
+// The capabilities a volume is created with, reduced to what the controller keeps, and the publish rules
+// that follow from access modes (the modes' rules themselves: src/contract/access-modes.ts).
 import type { AccessModeMode, VolumeCapability } from '../csi/types.js';
 import { AlreadyExists, FailedPrecondition, InvalidArgument } from '../errors.js';
-import { parseFsType, type FsType } from '../host/validate.js';
-
-export type AccessType = 'block' | 'mount';
+import type { FsType } from '../common/validate.js';
+import { isSingleNodeMode, parseVolumeCapability, type AccessType } from '../contract/access-modes.js';
 
 /** A capability reduced to what the driver acts on; stored with each volume. */
 export interface CapabilitySummary {
@@ -19,42 +13,16 @@ export interface CapabilitySummary {
   fsType?: FsType;
 }
 
-const SINGLE_NODE_MODES: ReadonlySet<AccessModeMode> = new Set([
-  'SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER',
-]);
-const READ_ONLY_MODES: ReadonlySet<AccessModeMode> = new Set(['SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY']);
-/** Multi-node modes that are safe only for raw block volumes. */
-const BLOCK_ONLY_MODES: ReadonlySet<AccessModeMode> = new Set(['MULTI_NODE_SINGLE_WRITER', 'MULTI_NODE_MULTI_WRITER']);
-
-export function isSingleNodeMode(mode: AccessModeMode): boolean {
-  return SINGLE_NODE_MODES.has(mode);
-}
-
-export function isReadOnlyMode(mode: AccessModeMode): boolean {
-  return READ_ONLY_MODES.has(mode);
-}
-
-/**
- * Checks one capability and returns its summary, or throws InvalidArgument naming what is wrong.
- * `what` prefixes the message (e.g. "volume_capabilities[1]").
- */
-export function parseCapability(cap: VolumeCapability | null | undefined, what = 'volume_capability'): CapabilitySummary {
-  if (!cap) throw new InvalidArgument(`${what} is required`);
-  const mode = cap.access_mode?.mode;
-  if (!mode || mode === 'UNKNOWN') throw new InvalidArgument(`${what}.access_mode is required`);
-  if (cap.access_type === 'block') return { accessType: 'block', mode };
-  if (cap.access_type !== 'mount') throw new InvalidArgument(`${what} must set access_type block or mount`);
-  if (BLOCK_ONLY_MODES.has(mode)) {
-    throw new InvalidArgument(`${what}: access mode ${mode} is supported only for raw block volumes (volumeMode: Block); a filesystem mounted on several nodes with a writer gets corrupted`);
-  }
-  const fsName = cap.mount?.fs_type;
-  return fsName ? { accessType: 'mount', mode, fsType: parseFsType(fsName) } : { accessType: 'mount', mode };
+/** Checks one capability (the contract's rules) and returns what the controller keeps of it. */
+export function capabilitySummary(cap: VolumeCapability | null | undefined, what = 'volume_capability'): CapabilitySummary {
+  const { mountFlags: _flags, ...summary } = parseVolumeCapability(cap, what);
+  return summary;
 }
 
 /** Checks a non-empty list of capabilities (CreateVolume, ValidateVolumeCapabilities). */
 export function parseCapabilities(caps: VolumeCapability[] | null | undefined, field = 'volume_capabilities'): CapabilitySummary[] {
   if (!caps || caps.length === 0) throw new InvalidArgument(`${field} is required`);
-  return caps.map((c, i) => parseCapability(c, `${field}[${i}]`));
+  return caps.map((c, i) => capabilitySummary(c, `${field}[${i}]`));
 }
 
 /** Stable text form of a capability set, to compare a repeated CreateVolume with the first one. */

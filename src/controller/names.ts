@@ -3,7 +3,7 @@
 // an IQN, a file name or a volume id: each derived name is a sanitised readable part plus a hash of the
 // whole original name, which keeps names that differ only in case or punctuation apart.
 import { createHash } from 'node:crypto';
-import { MAX_ISCSI_NAME_BYTES, parseTargetIqn } from '../host/validate.js';
+import { MAX_ISCSI_NAME_BYTES, parseTargetIqn } from '../common/validate.js';
 import { InvalidArgument } from '../errors.js';
 
 /** Hex digits of SHA-256 used in volume ids and file names (128 bits: collisions are not a concern). */

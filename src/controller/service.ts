@@ -2,7 +2,6 @@
 // checks, so a missing field is INVALID_ARGUMENT even for an unknown volume), translates it into a
 // call on the configured backend, and builds the reply. Per-volume serialisation of concurrent calls
 // is the server's operation guard plus the backend's locks.
-import { parseTargetSpec } from '../node/request.js';
 import type { Config } from '../config.js';
 import type {
   ControllerExpandVolumeRequest, ControllerExpandVolumeResponse, ControllerGetCapabilitiesResponse,
@@ -13,17 +12,18 @@ import type {
   VolumeCapability,
 } from '../csi/types.js';
 import { CsiError, FailedPrecondition, InvalidArgument, NotFound, OutOfRange } from '../errors.js';
-import { parseInitiatorName, parseVolumeId } from '../host/validate.js';
+import { parseInitiatorName, parseVolumeId } from '../common/validate.js';
 import type { Logger } from '../log.js';
 import type { CommandRunner } from '../runner.js';
 import type { ServiceImpl } from '../server/service.js';
 import { BACKEND_PARAMETER, type VolumeBackend, type VolumeRecord } from './backend.js';
-import { needsNodeExpansion, parseCapabilities, parseCapability, type CapabilitySummary } from './capabilities.js';
+import { capabilitySummary, needsNodeExpansion, parseCapabilities, type CapabilitySummary } from './capabilities.js';
+import { hasLocation, parseTargetSpec } from '../contract/volume-context.js';
 import { parseRange, sizeForCreate, sizeForExpand } from './capacity.js';
 import { backendOfVolumeId } from './names.js';
 import { page } from './pagination.js';
 import { StaticBackend } from './static-backend.js';
-import { TgtBackend } from './tgt-backend.js';
+import { TgtBackend } from './tgt/backend.js';
 
 export const CONTROLLER_CAPABILITIES: readonly ControllerRpcType[] = [
   'CREATE_DELETE_VOLUME',
@@ -70,11 +70,6 @@ function requireVolumeId(value: string): string {
 
 function toVolume(rec: VolumeRecord): Volume {
   return { capacity_bytes: rec.capacityBytes, volume_id: rec.id, volume_context: rec.context, content_source: null, accessible_topology: [] };
-}
-
-/** volume_context of a pre-provisioned (static) PV, with the in-tree keys. */
-function isStaticVolumeContext(context: StringMap): boolean {
-  return !!context.iqn && context.lun !== undefined && context.lun !== '' && !!(context.targetPortal || context.portals);
 }
 
 export function createControllerService(deps: ControllerDeps): ControllerService {
@@ -140,12 +135,12 @@ export function createControllerService(deps: ControllerDeps): ControllerService
     ControllerPublishVolume: async (req: ControllerPublishVolumeRequest): Promise<ControllerPublishVolumeResponse> => {
       const id = requireVolumeId(req.volume_id);
       if (!req.node_id) throw new InvalidArgument('node_id is required');
-      const cap = parseCapability(req.volume_capability);
+      const cap = capabilitySummary(req.volume_capability);
       if (!find(id)) {
         // A static PV (volumeAttributes naming a LUN on a SAN this controller does not manage) is attached
         // by external-attacher too: nothing to mask here, the SAN's ACLs apply; the node logs in from the
         // volume context. Without such a context the volume is unknown.
-        if (isStaticVolumeContext(req.volume_context ?? {})) {
+        if (hasLocation(req.volume_context ?? {})) {
           parseTargetSpec(req.volume_context, {}, cfg.node.defaultIface);
           return { publish_context: {} };
         }
@@ -239,7 +234,7 @@ export function createControllerService(deps: ControllerDeps): ControllerService
       if (!req.capacity_range) throw new InvalidArgument('capacity_range is required');
       const range = parseRange(req.capacity_range);
       const size = sizeForExpand(range);
-      const cap = req.volume_capability ? parseCapability(req.volume_capability) : undefined;
+      const cap = req.volume_capability ? capabilitySummary(req.volume_capability) : undefined;
       const current = mustFind(id).capacityBytes;
       // before the backend touches the target: a volume larger than the limit cannot shrink to it
       if (range.limit > 0 && current > range.limit) {

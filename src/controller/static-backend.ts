@@ -25,17 +25,18 @@ import { parse as parseYaml } from 'yaml';
 import type { Config } from '../config.js';
 import type { StringMap, VolumeCondition } from '../csi/types.js';
 import { FailedPrecondition, Internal, InvalidArgument, NotFound, OutOfRange, ResourceExhausted } from '../errors.js';
-import { KeyedMutex } from '../host/locks.js';
-import { formatPortal, parseFsType, parseLun, parsePortal, parseTargetIqn } from '../host/validate.js';
+import { KeyedMutex } from '../common/keyed-mutex.js';
+import { formatPortal, parseFsType, parseLun, parsePortal, parseTargetIqn } from '../common/validate.js';
 import type { Logger } from '../log.js';
 import {
-  checkSameVolume, CONTEXT_KEYS, EXPANSION_BY_BACKEND, HEALTHY, locationContext, unknownParameters,
+  checkSameVolume, EXPANSION_BY_BACKEND, HEALTHY, unknownParameters,
   type CapacityInfo, type CreateSpec, type PublishSpec, type VolumeBackend, type VolumeRecord,
 } from './backend.js';
 import { checkPublish, type CapabilitySummary, type Publication } from './capabilities.js';
 import { formatBytes } from './capacity.js';
 import { volumeIdFor } from './names.js';
 import { StateFile } from './state-file.js';
+import { CONTEXT_KEYS, encodeVolumeContext } from '../contract/volume-context.js';
 
 export const STATIC_PARAMS = {
   fsType: 'fsType',
@@ -281,9 +282,7 @@ export class StaticBackend implements VolumeBackend {
         capabilities: spec.capabilities,
         parameters: spec.parameters,
         context: {
-          ...locationContext(lun.portals, lun.iqn, lun.lun),
-          ...(params.fsType ? { [CONTEXT_KEYS.fsType]: params.fsType } : {}),
-          ...(lun.chapSecretRef ? { [CONTEXT_KEYS.sessionChap]: 'true' } : {}),
+          ...encodeVolumeContext({ portals: lun.portals, iqn: lun.iqn, lun: lun.lun }, { fsType: params.fsType, sessionChap: !!lun.chapSecretRef }),
         },
         published: {},
         createdAt: new Date().toISOString(),

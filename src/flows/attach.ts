@@ -5,13 +5,14 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
-import { orThrow, sessionChapSettings, type ChapCredentials } from '../host/iscsiadm.js';
-import type { WaitOptions } from '../host/devices.js';
-import type { MultipathHolder } from '../host/sysfs.js';
+import { orThrow, sessionChapSettings } from '../node-host/iscsiadm.js';
+import type { ChapCredentials } from '../contract/chap.js';
+import type { WaitOptions } from '../node-host/devices.js';
+import type { MultipathHolder } from '../node-host/sysfs.js';
 import type { Logger } from '../log.js';
-import { formatPortal, parsePortal, type Portal } from '../host/validate.js';
+import { formatPortal, parsePortal, type Portal } from '../common/validate.js';
 import type { NodeHost } from './host.js';
-import type { TargetSpec } from '../node/request.js';
+import type { TargetSpec } from '../contract/volume-context.js';
 
 export interface AttachedPath {
   portal: string;      // canonical "addr:port"

@@ -4,13 +4,13 @@
 // volume of this node (its record), and no LUN device someone else scanned on it; finally delete a
 // cloned iface. "Already gone" answers (exit 21, 2) count as done.
 import type { Logger } from '../log.js';
-import type { VolumeRecord } from '../host/metadata.js';
-import type { IscsiTopology } from '../host/sysfs.js';
+import type { VolumeRecord } from '../node-host/metadata.js';
+import type { IscsiTopology } from '../node-host/sysfs.js';
 import type { NodeHost } from './host.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Unavailable } from '../errors.js';
-import { orThrow, type NodeRef } from '../host/iscsiadm.js';
-import { formatPortal, parsePortal } from '../host/validate.js';
+import { orThrow, type NodeRef } from '../node-host/iscsiadm.js';
+import { formatPortal, parsePortal } from '../common/validate.js';
 
 /** Flush and remove the LUN's devices (all paths and the multipath map over them). */
 export async function removeDevices(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {

@@ -3,10 +3,10 @@
 // holding anything else than the requested filesystem is refused, never reformatted.
 import { FailedPrecondition } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { FsType } from '../host/validate.js';
+import type { FsType } from '../common/validate.js';
 import type { NodeHost } from './host.js';
-import type { ProbeResult } from '../host/filesystem.js';
-import { ensureDir } from '../host/target-paths.js';
+import type { ProbeResult } from '../node-host/filesystem.js';
+import { ensureDir } from '../node-host/target-paths.js';
 
 export async function formatAndMount(host: NodeHost, device: string, stagingPath: string, fsType: FsType, mountFlags: string[], readonly: boolean, log: Logger): Promise<void> {
   const found = await host.fs.probe(device);

@@ -3,20 +3,20 @@
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { CommandRunner } from '../runner.js';
-import { Devices } from '../host/devices.js';
-import { Filesystem } from '../host/filesystem.js';
-import { Iscsiadm } from '../host/iscsiadm.js';
-import { IscsiDbLock } from '../host/iscsi-db-lock.js';
-import { TargetLock } from '../host/locks.js';
-import { MetadataStore } from '../host/metadata.js';
-import { Mounts } from '../host/mounts.js';
-import { Multipath } from '../host/multipath.js';
-import { Sysfs } from '../host/sysfs.js';
+import { Devices } from '../node-host/devices.js';
+import { Filesystem } from '../node-host/filesystem.js';
+import { Iscsiadm } from '../node-host/iscsiadm.js';
+import { IscsiDbLock } from '../node-host/iscsi-db-lock.js';
+import { TargetLock } from '../node-host/target-lock.js';
+import { MetadataStore } from '../node-host/metadata.js';
+import { Mounts } from '../node-host/mounts.js';
+import { Multipath } from '../node-host/multipath.js';
+import { Sysfs } from '../node-host/sysfs.js';
 import { ForgottenNodes } from './node-records.js';
-import { ProbeGuard } from '../host/probe-guard.js';
-import { Udev } from '../host/udev.js';
-import { SingleFlight } from './single-flight.js';
-import type { PortalTarget } from '../host/iscsiadm.js';
+import { ProbeGuard } from '../common/probe-guard.js';
+import { Udev } from '../node-host/udev.js';
+import { SingleFlight } from '../common/single-flight.js';
+import type { PortalTarget } from '../node-host/iscsiadm.js';
 
 export interface NodeHost {
   cfg: Config;

@@ -5,9 +5,9 @@ import type { NodeExpandVolumeRequest, NodeExpandVolumeResponse } from '../csi/t
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/host.js';
 import { isAbsolute, join } from 'node:path';
-import { waitUntil } from '../host/devices.js';
+import { waitUntil } from '../node-host/devices.js';
 import { parsePath, parseVolumeIdField } from './request.js';
-import { parseFsType } from '../host/validate.js';
+import { parseFsType } from '../common/validate.js';
 
 export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest, ctx: CallContext): Promise<NodeExpandVolumeResponse> {
   const volumeId = parseVolumeIdField(req.volume_id);

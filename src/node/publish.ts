@@ -4,15 +4,16 @@ import { AlreadyExists, FailedPrecondition, InvalidArgument } from '../errors.js
 import type { NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/host.js';
-import { parseFsType } from '../host/validate.js';
-import { ensureDir, ensureFile, removeTarget, unmountIfMounted } from '../host/target-paths.js';
-import { CONTEXT_KEYS, parseCapability, parsePath, parseVolumeIdField } from './request.js';
+import { parseFsType } from '../common/validate.js';
+import { ensureDir, ensureFile, removeTarget, unmountIfMounted } from '../node-host/target-paths.js';
+import { CONTEXT_KEYS } from '../contract/volume-context.js';
+import { parsePath, parseVolumeIdField, volumeAccess } from './request.js';
 
 export async function publishVolume(host: NodeHost, req: NodePublishVolumeRequest, ctx: CallContext): Promise<NodePublishVolumeResponse> {
   const volumeId = parseVolumeIdField(req.volume_id);
   const targetPath = parsePath(req.target_path, 'target_path');
   const fallbackFs = parseFsType(req.volume_context?.[CONTEXT_KEYS.fsType], host.cfg.node.defaultFsType);
-  const { access, accessMode } = parseCapability(req.volume_capability, fallbackFs);
+  const { access, accessMode } = volumeAccess(req.volume_capability, fallbackFs);
   if (!req.staging_target_path) throw new InvalidArgument('staging_target_path is required (the driver stages volumes)');
   const stagingPath = parsePath(req.staging_target_path, 'staging_target_path');
   // a volume staged read-only (a reader-only access mode) is published read-only whatever the flag says

@@ -8,11 +8,12 @@ import { connectPortals, prepareIface, stableDevicePath, waitForPaths } from '..
 import { detach } from '../flows/detach.js';
 import { formatAndMount } from '../flows/format-mount.js';
 import type { NodeHost } from '../flows/host.js';
-import { clonedIfaceName, formatPortal, parseFsType } from '../host/validate.js';
-import type { VolumeRecord } from '../host/metadata.js';
-import { unmountIfMounted } from '../host/target-paths.js';
-import { resolvePortals } from '../host/resolve.js';
-import { CONTEXT_KEYS, isReadOnlyMode, parseCapability, parsePath, parseTargetSpec, parseVolumeIdField, type StageSpec } from './request.js';
+import { clonedIfaceName, formatPortal, parseFsType } from '../common/validate.js';
+import type { VolumeRecord } from '../node-host/metadata.js';
+import { unmountIfMounted } from '../node-host/target-paths.js';
+import { resolvePortals } from '../node-host/resolve.js';
+import { CONTEXT_KEYS, parseTargetSpec } from '../contract/volume-context.js';
+import { parsePath, parseVolumeIdField, volumeAccess, type StageSpec } from './request.js';
 
 export function parseStageRequest(req: NodeStageVolumeRequest, host: NodeHost): StageSpec {
   const volumeId = parseVolumeIdField(req.volume_id);
@@ -20,9 +21,9 @@ export function parseStageRequest(req: NodeStageVolumeRequest, host: NodeHost): 
   const context = { ...req.volume_context, ...req.publish_context };
   // fsType: the capability's, else the volume's own (StorageClass / PV attribute), else the configured default
   const fallbackFs = parseFsType(context[CONTEXT_KEYS.fsType], host.cfg.node.defaultFsType);
-  const { access, accessMode } = parseCapability(req.volume_capability, fallbackFs);
+  const { access, accessMode, readonly } = volumeAccess(req.volume_capability, fallbackFs);
   const target = parseTargetSpec(context, req.secrets ?? {}, host.cfg.node.defaultIface);
-  return { volumeId, stagingPath, target, access, accessMode, readonly: isReadOnlyMode(accessMode) };
+  return { volumeId, stagingPath, target, access, accessMode, readonly };
 }
 
 /** The parts of a stage request that must match for a repeated call to be "the same". */

@@ -4,9 +4,9 @@ import { InvalidArgument, NotFound } from '../errors.js';
 import type { NodeGetVolumeStatsRequest, NodeGetVolumeStatsResponse, VolumeCondition, VolumeUsage } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/host.js';
-import type { VolumeRecord } from '../host/metadata.js';
+import type { VolumeRecord } from '../node-host/metadata.js';
 import { parseVolumeIdField } from './request.js';
-import { mountHealth } from '../host/target-paths.js';
+import { mountHealth } from '../node-host/target-paths.js';
 import { isAbsolute } from 'node:path';
 
 export async function volumeStats(host: NodeHost, req: NodeGetVolumeStatsRequest, _ctx: CallContext): Promise<NodeGetVolumeStatsResponse> {

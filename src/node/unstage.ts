@@ -6,7 +6,7 @@ import type { CallContext } from '../server/service.js';
 import { detach } from '../flows/detach.js';
 import type { NodeHost } from '../flows/host.js';
 import { parsePath, parseVolumeIdField } from './request.js';
-import { unmountIfMounted } from '../host/target-paths.js';
+import { unmountIfMounted } from '../node-host/target-paths.js';
 
 export async function unstageVolume(host: NodeHost, req: NodeUnstageVolumeRequest, ctx: CallContext): Promise<NodeUnstageVolumeResponse> {
   const volumeId = parseVolumeIdField(req.volume_id);

@@ -9,7 +9,7 @@ import { connect } from 'node:net';
 import { CsiError, toCsiError, Unavailable, Unimplemented } from '../errors.js';
 import { redact, type Logger } from '../log.js';
 import { READ_ONLY_METHODS, volumeKeyOf, type ServiceImpl } from './service.js';
-import { OperationGuard } from '../host/locks.js';
+import { OperationGuard } from '../common/operation-guard.js';
 
 const LIVE_SOCKET_PROBE_MS = 1_000;
 

@@ -12,7 +12,7 @@ import { defaultConfig, type Config } from '../../src/config.js';
 import type { VolumeBackend } from '../../src/controller/backend.js';
 import { createBackend, createControllerService, type ControllerService } from '../../src/controller/service.js';
 import type { AccessModeMode, VolumeCapability } from '../../src/csi/types.js';
-import { parseTgtTargets } from '../../src/host/tgtadm.js';
+import { parseTgtTargets } from '../../src/controller/tgt/tgtadm.js';
 import { createLogger } from '../../src/log.js';
 import { ExecaRunner, type CommandRunner } from '../../src/runner.js';
 import type { CallContext } from '../../src/server/service.js';

@@ -9,7 +9,7 @@ import { status } from '@grpc/grpc-js';
 import { mountCapability, blockCapability, startSimDriver, type SimDriver } from '../helpers/sim-driver.js';
 import { codeOf } from '../helpers/client.js';
 import { freePort } from '../sim/tgtd.js';
-import { volumeKey } from '../../src/host/validate.js';
+import { volumeKey } from '../../src/common/validate.js';
 
 const MiB = 1024 * 1024;
 let sd: SimDriver;

@@ -21,7 +21,7 @@ import type { CommandConfig, HostConfig } from '../../src/config.js';
 import { defaultConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { ExecaRunner } from '../../src/runner.js';
-import { parseTgtTargets, Tgtadm } from '../../src/host/tgtadm.js';
+import { parseTgtTargets, Tgtadm } from '../../src/controller/tgt/tgtadm.js';
 import { startTgtd, type TgtDaemon } from './tgtd.js';
 import { simPaths, type SimPaths } from './paths.js';
 import { DEFAULT_ISCSID_CONF } from './records.js';

@@ -14,7 +14,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync,
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { parseTgtPortals, parseTgtTargets, type TgtLun, type TgtTarget } from '../../src/host/tgtadm.js';
+import { parseTgtPortals, parseTgtTargets, type TgtLun, type TgtTarget } from '../../src/controller/tgt/tgtadm.js';
 import { readFaults, type Faults } from './faults.js';
 import { IscsiDb, nodeIdOf, type NodeId } from './iscsi-db.js';
 import { loginCheck, type Chap, type LoginFailure } from './libiscsi.js';

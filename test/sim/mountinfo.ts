@@ -1,7 +1,7 @@
 // /proc/self/mountinfo for the simulated host (in-use checks and teardown), read with the driver's own
 // parser: the simulated host never prints mountinfo, so nothing is gained by a second parser.
 import { readFileSync } from 'node:fs';
-import { parseMountInfo } from '../../src/host/mounts.js';
+import { parseMountInfo } from '../../src/node-host/mounts.js';
 
 export interface MountEntry {
   majorMinor: string;

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
-import { checkPublish, needsNodeExpansion, parseCapabilities, parseCapability } from '../../src/controller/capabilities.js';
+import { checkPublish, needsNodeExpansion, parseCapabilities, capabilitySummary } from '../../src/controller/capabilities.js';
 import type { AccessModeMode, VolumeCapability } from '../../src/csi/types.js';
 
 const mount = (mode: AccessModeMode, fs_type = ''): VolumeCapability => ({ access_mode: { mode }, access_type: 'mount', mount: { fs_type, mount_flags: [], volume_mount_group: '' } });
@@ -17,18 +17,18 @@ function codeOf(fn: () => unknown): number | undefined {
 
 describe('volume capabilities', () => {
   it('accepts block and mount with single-node and read-only modes', () => {
-    expect(parseCapability(mount('SINGLE_NODE_WRITER', 'xfs'))).toEqual({ accessType: 'mount', mode: 'SINGLE_NODE_WRITER', fsType: 'xfs' });
-    expect(parseCapability(block('MULTI_NODE_MULTI_WRITER'))).toEqual({ accessType: 'block', mode: 'MULTI_NODE_MULTI_WRITER' });
-    expect(parseCapability(mount('MULTI_NODE_READER_ONLY')).mode).toBe('MULTI_NODE_READER_ONLY');
+    expect(capabilitySummary(mount('SINGLE_NODE_WRITER', 'xfs'))).toEqual({ accessType: 'mount', mode: 'SINGLE_NODE_WRITER', fsType: 'xfs' });
+    expect(capabilitySummary(block('MULTI_NODE_MULTI_WRITER'))).toEqual({ accessType: 'block', mode: 'MULTI_NODE_MULTI_WRITER' });
+    expect(capabilitySummary(mount('MULTI_NODE_READER_ONLY')).mode).toBe('MULTI_NODE_READER_ONLY');
   });
 
   it('refuses multi-node writers on a filesystem, a missing access type or mode, and unknown filesystems', () => {
-    expect(codeOf(() => parseCapability(mount('MULTI_NODE_MULTI_WRITER')))).toBe(status.INVALID_ARGUMENT);
-    expect(codeOf(() => parseCapability(mount('MULTI_NODE_SINGLE_WRITER')))).toBe(status.INVALID_ARGUMENT);
-    expect(codeOf(() => parseCapability({ access_mode: { mode: 'SINGLE_NODE_WRITER' } }))).toBe(status.INVALID_ARGUMENT);
-    expect(codeOf(() => parseCapability({ access_mode: null, access_type: 'block', block: {} }))).toBe(status.INVALID_ARGUMENT);
-    expect(codeOf(() => parseCapability(mount('SINGLE_NODE_WRITER', 'ntfs')))).toBe(status.INVALID_ARGUMENT);
-    expect(codeOf(() => parseCapability(null))).toBe(status.INVALID_ARGUMENT);
+    expect(codeOf(() => capabilitySummary(mount('MULTI_NODE_MULTI_WRITER')))).toBe(status.INVALID_ARGUMENT);
+    expect(codeOf(() => capabilitySummary(mount('MULTI_NODE_SINGLE_WRITER')))).toBe(status.INVALID_ARGUMENT);
+    expect(codeOf(() => capabilitySummary({ access_mode: { mode: 'SINGLE_NODE_WRITER' } }))).toBe(status.INVALID_ARGUMENT);
+    expect(codeOf(() => capabilitySummary({ access_mode: null, access_type: 'block', block: {} }))).toBe(status.INVALID_ARGUMENT);
+    expect(codeOf(() => capabilitySummary(mount('SINGLE_NODE_WRITER', 'ntfs')))).toBe(status.INVALID_ARGUMENT);
+    expect(codeOf(() => capabilitySummary(null))).toBe(status.INVALID_ARGUMENT);
     expect(codeOf(() => parseCapabilities([]))).toBe(status.INVALID_ARGUMENT);
   });
 

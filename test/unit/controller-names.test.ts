@@ -2,7 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   backendOfVolumeId, backingFileNameFor, checkIqnPrefix, dedicatedTargetIqn, scsiIdsFor, sharedTargetIqn, volumeIdFor,
 } from '../../src/controller/names.js';
-import { MAX_ISCSI_NAME_BYTES, parseTargetIqn } from '../../src/host/validate.js';
+import { MAX_ISCSI_NAME_BYTES, parseTargetIqn } from '../../src/common/validate.js';
 
 const PREFIX = 'iqn.2026-11.dev.tsdriver';
 

@@ -8,10 +8,11 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { buildConfig, DEFAULT_DRIVER_NAME, socketPathOf, type CommandName, type Config } from '../../src/config.js';
-import { chapFromSecrets } from '../../src/controller/chap.js';
-import { TgtBackend } from '../../src/controller/tgt-backend.js';
+import { tgtChapFromSecrets as chapFromSecrets } from '../../src/controller/tgt/accounts.js';
+import { TgtBackend } from '../../src/controller/tgt/backend.js';
 import { createLogger } from '../../src/log.js';
-import { CONTEXT_KEYS, parseTargetSpec, SESSION_CHAP_KEYS } from '../../src/node/request.js';
+import { CONTEXT_KEYS, parseTargetSpec } from '../../src/contract/volume-context.js';
+import { SESSION_CHAP_KEYS } from '../../src/contract/chap.js';
 import type { CommandRunner } from '../../src/runner.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
@@ -280,10 +281,10 @@ describe('StorageClasses and volumes', () => {
     expect(params.chap).toBe('true');
     const provisioner = secretData(params['csi.storage.k8s.io/provisioner-secret-name']!, params['csi.storage.k8s.io/provisioner-secret-namespace']!);
     const creds = chapFromSecrets(provisioner, 'provisioner secret');
-    expect(creds?.user).toBe(provisioner[SESSION_CHAP_KEYS.username]);
+    expect(creds?.username).toBe(provisioner[SESSION_CHAP_KEYS.username]);
     const nodeStage = secretData(params['csi.storage.k8s.io/node-stage-secret-name']!, params['csi.storage.k8s.io/node-stage-secret-namespace']!);
     const spec = parseTargetSpec({ targetPortal: '192.0.2.10:3260', iqn: 'iqn.2026-11.com.example.k8s:v', lun: '1', sessionCHAPAuth: 'true' }, nodeStage, 'default');
-    expect(spec.sessionChap?.username).toBe(creds?.user);
+    expect(spec.sessionChap?.username).toBe(creds?.username);
   });
 
   it('the static PV uses only the in-tree volumeAttributes keys, and the node accepts them with its node-stage secret', () => {

@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { InvalidArgument } from '../../src/errors.js';
-import { parseCapability, parsePath, parsePortals, parseTargetSpec, parseMountFlags } from '../../src/node/request.js';
+import { parsePath, volumeAccess } from '../../src/node/request.js';
+import { parsePortals, parseTargetSpec } from '../../src/contract/volume-context.js';
+import { parseMountFlags } from '../../src/contract/access-modes.js';
 import type { VolumeCapability } from '../../src/csi/types.js';
 
 const mountCap = (fs_type = '', mode = 'SINGLE_NODE_WRITER', flags: string[] = []): VolumeCapability =>
@@ -71,14 +73,14 @@ describe('node request validation', () => {
   });
 
   it('parses capabilities: block, mount with fs type and flags, defaults', () => {
-    expect(parseCapability(blockCap(), 'ext4')).toEqual({ access: { kind: 'block' }, accessMode: 'SINGLE_NODE_WRITER' });
-    expect(parseCapability(mountCap('xfs', 'SINGLE_NODE_WRITER', ['noatime', 'discard,nodev']), 'ext4').access).toEqual({ kind: 'mount', fsType: 'xfs', mountFlags: ['noatime', 'discard', 'nodev'] });
-    expect(parseCapability(mountCap(''), 'ext4').access).toEqual({ kind: 'mount', fsType: 'ext4', mountFlags: [] });
-    expect(() => parseCapability(null, 'ext4')).toThrow('volume_capability is required');
-    expect(() => parseCapability(mountCap('ntfs'), 'ext4')).toThrow('ntfs');
-    expect(() => parseCapability(mountCap('ext4', 'MULTI_NODE_MULTI_WRITER'), 'ext4')).toThrow('block volumes only');
-    expect(parseCapability(blockCap('MULTI_NODE_MULTI_WRITER'), 'ext4').accessMode).toBe('MULTI_NODE_MULTI_WRITER');
-    expect(() => parseCapability(mountCap('ext4', 'UNKNOWN'), 'ext4')).toThrow('access_mode');
+    expect(volumeAccess(blockCap(), 'ext4')).toEqual({ access: { kind: 'block' }, accessMode: 'SINGLE_NODE_WRITER', readonly: false });
+    expect(volumeAccess(mountCap('xfs', 'SINGLE_NODE_WRITER', ['noatime', 'discard,nodev']), 'ext4').access).toEqual({ kind: 'mount', fsType: 'xfs', mountFlags: ['noatime', 'discard', 'nodev'] });
+    expect(volumeAccess(mountCap(''), 'ext4').access).toEqual({ kind: 'mount', fsType: 'ext4', mountFlags: [] });
+    expect(() => volumeAccess(null, 'ext4')).toThrow('volume_capability is required');
+    expect(() => volumeAccess(mountCap('ntfs'), 'ext4')).toThrow('ntfs');
+    expect(() => volumeAccess(mountCap('ext4', 'MULTI_NODE_MULTI_WRITER'), 'ext4')).toThrow('block volumes only');
+    expect(volumeAccess(blockCap('MULTI_NODE_MULTI_WRITER'), 'ext4').accessMode).toBe('MULTI_NODE_MULTI_WRITER');
+    expect(() => volumeAccess(mountCap('ext4', 'UNKNOWN'), 'ext4')).toThrow('access_mode');
     expect(() => parseMountFlags(['a b'])).toThrow(InvalidArgument);
   });
 

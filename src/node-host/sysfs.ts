@@ -1,0 +1,416 @@
+// The kernel's iSCSI/SCSI/device-mapper view under a configurable sysfs root (open-iscsi.md §4): which
+// SCSI host carries the session to a portal, which block devices a LUN has, multipath holders, and the
+// control files that scan a LUN or delete a device. One walk builds a topology snapshot that answers
+// every question an attach or detach step asks, so an operation reads sysfs once.
+import { constants as fsConstants, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { errnoCode, InvalidArgument, NotFound, Unavailable } from '../errors.js';
+import { portalKeyOf } from '../common/validate.js';
+
+const SECTOR_BYTES = 512;
+const MPATH_UUID_PREFIX = 'mpath-';
+/**
+ * Control files are opened non-blocking and without O_CREAT: a FIFO (the simulated kernel) with no
+ * reader yet fails with ENXIO instead of hanging a thread-pool thread, and a missing file fails with
+ * ENOENT instead of being created as a regular file that nothing reads.
+ */
+const CONTROL_OPEN_FLAGS = fsConstants.O_WRONLY | fsConstants.O_NONBLOCK | fsConstants.O_TRUNC;
+/** How long a control-file write waits for a FIFO reader before giving up. */
+const CONTROL_WRITE_WAIT_MS = 5_000;
+const CONTROL_WRITE_FIRST_RETRY_MS = 1;
+const CONTROL_WRITE_MAX_RETRY_MS = 50;
+const DEVICE_NAME_RE = /^[A-Za-z0-9_.:-]+$/;
+const HCTL_RE = /^(\d+):(\d+):(\d+):(\d+)$/;
+
+export interface IscsiConnectionInfo {
+  /** `connection<sid>:<cid>` */
+  name: string;
+  address: string | null;
+  port: number | null;
+  persistentAddress: string | null;
+  persistentPort: number | null;
+}
+
+export interface ScsiLunInfo {
+  hctl: string;
+  host: number;
+  channel: number;
+  target: number;
+  lun: number;
+  /** block device names (`sdb`) */
+  devices: string[];
+  /** `running`, `offline`, `transport-offline`, … */
+  state: string | null;
+}
+
+export interface IscsiSessionInfo {
+  sid: number;
+  host: number;
+  iqn: string;
+  /** `LOGGED_IN`, `FAILED`, `FREE` */
+  state: string | null;
+  connections: IscsiConnectionInfo[];
+  /** canonical `addr:port` keys of the session's connections (persistent first, then current) */
+  portals: string[];
+  luns: ScsiLunInfo[];
+}
+
+export interface LunPath {
+  host: number;
+  sid: number;
+  /** the session's persistent portal key */
+  portal: string | null;
+  device: string;
+}
+
+/** One read of the iSCSI part of sysfs, answering the questions of an attach/detach step without re-reading. */
+export class IscsiTopology {
+  constructor(readonly sessions: IscsiSessionInfo[]) {}
+
+  sessionsForTarget(iqn: string): IscsiSessionInfo[] {
+    return this.sessions.filter((s) => s.iqn === iqn);
+  }
+
+  /** `addr:port` (IPv6 bracketed, canonical) → SCSI host number, for every logged-in connection of the target. */
+  portalHostMap(iqn: string): Map<string, number> {
+    const map = new Map<string, number>();
+    for (const s of this.sessionsForTarget(iqn)) for (const p of s.portals) map.set(p, s.host);
+    return map;
+  }
+
+  /** Block devices of one LUN of a target, one per session (path). */
+  devicesForLun(iqn: string, lun: number): LunPath[] {
+    const out: LunPath[] = [];
+    for (const s of this.sessionsForTarget(iqn)) {
+      for (const l of s.luns) {
+        if (l.lun !== lun) continue;
+        for (const device of l.devices) out.push({ host: s.host, sid: s.sid, portal: s.portals[0] ?? null, device });
+      }
+    }
+    return out;
+  }
+}
+
+export interface MultipathHolder {
+  /** `dm-N` */
+  dm: string;
+  /** `mpath-<wwid>` */
+  uuid: string;
+  /** the map name (`mpatha`, the WWID, or an alias; the WWID if unreadable); never used to derive the WWID */
+  name: string;
+  wwid: string;
+}
+
+interface SessionDir {
+  host: number;
+  sid: number;
+  /** `session<sid>` */
+  name: string;
+  dir: string;
+}
+
+/** Canonical `addr:port` keys of a session's connections: persistent addresses first, then current ones. */
+function portalKeys(connections: IscsiConnectionInfo[]): string[] {
+  const portals: string[] = [];
+  const add = (address: string | null, port: number | null): void => {
+    if (address === null || port === null || address === '') return;
+    const key = portalKeyOf(address, port);
+    if (!portals.includes(key)) portals.push(key);
+  };
+  for (const c of connections) add(c.persistentAddress, c.persistentPort);
+  for (const c of connections) add(c.address, c.port);
+  return portals;
+}
+
+function toInt(text: string | null): number | null {
+  return text !== null && /^-?\d+$/.test(text) ? Number(text) : null;
+}
+
+function assertDeviceName(name: string): string {
+  if (!DEVICE_NAME_RE.test(name) || name === '.' || name === '..') throw new InvalidArgument(`${JSON.stringify(name)} is not a block device name`);
+  return name;
+}
+
+async function readAttr(path: string): Promise<string | null> {
+  try {
+    return (await fs.readFile(path, 'utf8')).replace(/\n$/, '');
+  } catch {
+    // missing attribute, or a kernel read error (ENOTCONN while a connection is down, EACCES, EIO)
+    return null;
+  }
+}
+
+async function listDir(path: string): Promise<string[]> {
+  try {
+    return await fs.readdir(path);
+  } catch (e) {
+    if (['ENOENT', 'ENOTDIR'].includes(errnoCode(e) ?? '')) return [];
+    throw e;
+  }
+}
+
+/** The block devices of one SCSI device directory (`H:C:T:L`): its `block/` entries. */
+async function lunBlockDevices(lunDir: string): Promise<string[]> {
+  const entries = await listDir(lunDir);
+  // kernels before 2.6.25 expose the disk as a `block:sdX` link instead of a `block/` directory
+  const legacy = entries.filter((e) => e.startsWith('block:')).map((e) => e.slice('block:'.length));
+  const devices = entries.includes('block') ? await listDir(join(lunDir, 'block')) : [];
+  return [...devices, ...legacy].sort();
+}
+
+/**
+ * Writes a sysfs control file (`scan`, `delete`, `rescan`) that may be a regular sysfs attribute or a
+ * FIFO read by a simulated kernel. ENXIO (FIFO without a reader) and EAGAIN are retried with a short
+ * bounded backoff; any other error is thrown as is.
+ */
+export async function writeControlFile(path: string, data: string, waitMs = CONTROL_WRITE_WAIT_MS): Promise<void> {
+  const deadline = Date.now() + waitMs;
+  let delay = CONTROL_WRITE_FIRST_RETRY_MS;
+  for (;;) {
+    try {
+      await fs.writeFile(path, data, { flag: CONTROL_OPEN_FLAGS });
+      return;
+    } catch (e) {
+      const code = errnoCode(e);
+      if ((code === 'ENXIO' || code === 'EAGAIN') && Date.now() < deadline) {
+        await sleep(delay);
+        delay = Math.min(delay * 2, CONTROL_WRITE_MAX_RETRY_MS);
+        continue;
+      }
+      throw e;
+    }
+  }
+}
+
+export class Sysfs {
+  constructor(readonly sysRoot: string) {}
+
+  private path(...parts: string[]): string {
+    return join(this.sysRoot, ...parts);
+  }
+
+  /**
+   * Walks `class/iscsi_host/host*\/device/session*` once: target name, state, connections and LUNs
+   * with their block devices. With `iqn`, LUNs are read only for that target's sessions.
+   */
+  async topology(iqn?: string): Promise<IscsiTopology> {
+    const found = await this.sessionDirs();
+    const sessions = await Promise.all(found.map((s) => this.readSession(s, iqn)));
+    return new IscsiTopology(sessions.filter((s): s is IscsiSessionInfo => s !== null).sort((a, b) => a.sid - b.sid));
+  }
+
+  /** Every `class/iscsi_host/hostH/device/sessionS` directory, with H and S. */
+  private async sessionDirs(): Promise<SessionDir[]> {
+    const hosts = (await listDir(this.path('class', 'iscsi_host'))).filter((h) => /^host\d+$/.test(h));
+    const perHost = await Promise.all(
+      hosts.map(async (hostName) => {
+        const host = Number(hostName.slice(4));
+        const deviceDir = this.path('class', 'iscsi_host', hostName, 'device');
+        const names = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
+        return names.map((name) => ({ host, sid: Number(name.slice('session'.length)), name, dir: join(deviceDir, name) }));
+      }),
+    );
+    return perHost.flat();
+  }
+
+  /** The session's target name, and its entries (connections, targets) when it is `onlyIqn`'s. */
+  private async sessionEntries(s: SessionDir, onlyIqn: string | undefined): Promise<{ iqn: string; entries: string[] } | null> {
+    const targetName = await readAttr(join(s.dir, 'iscsi_session', s.name, 'targetname'));
+    if (targetName === null || (onlyIqn !== undefined && targetName !== onlyIqn)) return null;
+    return { iqn: targetName, entries: await listDir(s.dir) };
+  }
+
+  private readConnections(s: SessionDir, entries: string[]): Promise<IscsiConnectionInfo[]> {
+    return Promise.all(entries.filter((e) => /^connection\d+:\d+$/.test(e)).sort().map((c) => this.readConnection(join(s.dir, c, 'iscsi_connection', c), c)));
+  }
+
+  private async readSession(s: SessionDir, onlyIqn: string | undefined): Promise<IscsiSessionInfo | null> {
+    const found = await this.sessionEntries(s, onlyIqn);
+    if (!found) return null;
+    const { entries } = found;
+    const [state, connections, luns] = await Promise.all([
+      this.readSessionState(s.dir, s.name),
+      this.readConnections(s, entries),
+      Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(s.dir, t)))).then((l) => l.flat()),
+    ]);
+    return { sid: s.sid, host: s.host, iqn: found.iqn, state, connections, portals: portalKeys(connections), luns: luns.sort((a, b) => a.lun - b.lun) };
+  }
+
+  private async readSessionState(sessionDir: string, name: string): Promise<string | null> {
+    return (await readAttr(this.path('class', 'iscsi_session', name, 'state'))) ?? (await readAttr(join(sessionDir, 'iscsi_session', name, 'state')));
+  }
+
+  private async readConnection(dir: string, name: string): Promise<IscsiConnectionInfo> {
+    const [address, port, persistentAddress, persistentPort] = await Promise.all(
+      ['address', 'port', 'persistent_address', 'persistent_port'].map((a) => readAttr(join(dir, a))),
+    );
+    return { name, address: address ?? null, port: toInt(port ?? null), persistentAddress: persistentAddress ?? null, persistentPort: toInt(persistentPort ?? null) };
+  }
+
+  private async readTargetLuns(targetDir: string): Promise<ScsiLunInfo[]> {
+    const luns = (await listDir(targetDir)).filter((e) => HCTL_RE.test(e));
+    return Promise.all(
+      luns.map(async (hctl) => {
+        const [, h, c, t, l] = HCTL_RE.exec(hctl)!.map(Number);
+        const lunDir = join(targetDir, hctl);
+        const [devices, state] = await Promise.all([lunBlockDevices(lunDir), readAttr(join(lunDir, 'state'))]);
+        return { hctl, host: h!, channel: c!, target: t!, lun: l!, devices, state };
+      }),
+    );
+  }
+
+  /**
+   * `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical), the same map
+   * as `topology(iqn).portalHostMap(iqn)`, limited to the sessions made through `iface` when one is
+   * given. Every stage asks for it under the target lock, so it reads only the sessions' target names,
+   * ifaces and connections, never the LUN directories: its cost does not grow
+   * with the LUNs already attached (a storm of N stages would otherwise walk O(N²) LUN directories).
+   */
+  async portalHostMap(iqn: string, iface?: string): Promise<Map<string, number>> {
+    const found = await this.sessionDirs();
+    const sessions = await Promise.all(
+      found.map(async (s) => {
+        const session = await this.sessionEntries(s, iqn);
+        if (!session || !(await this.usesIface(s, iface))) return null;
+        return { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, session.entries)) };
+      }),
+    );
+    const map = new Map<string, number>();
+    // in sid order, as topology() does
+    for (const s of sessions.filter((x) => x !== null).sort((a, b) => a.sid - b.sid)) for (const p of s.portals) map.set(p, s.host);
+    return map;
+  }
+
+  /**
+   * Whether a session was made through `iface` (its `ifacename` attribute, set by iscsid). A volume with
+   * its own initiator name has its own iface and sessions: a LUN must be scanned on those, not on
+   * another volume's session to the same portal. No iface asked, or an unreadable attribute, matches.
+   */
+  private async usesIface(s: SessionDir, iface: string | undefined): Promise<boolean> {
+    if (iface === undefined) return true;
+    const name = await readAttr(join(s.dir, 'iscsi_session', s.name, 'ifacename'));
+    return name === null || name === '' || name === '(null)' || name === iface;
+  }
+
+  async sessionsForTarget(iqn: string): Promise<{ sid: number; host: number; portal: string | null; state: string | null }[]> {
+    return (await this.topology(iqn)).sessionsForTarget(iqn).map((s) => ({ sid: s.sid, host: s.host, portal: s.portals[0] ?? null, state: s.state }));
+  }
+
+  /**
+   * Block devices of LUN `lun` on SCSI host `host`: `class/iscsi_host/hostH/device/session*\/target*\/H:C:T:L/block/*`.
+   * Reads only that LUN's directory, not its neighbours': a storm of N waits asks this on every new
+   * device node, and its cost must not grow with the LUNs already attached.
+   */
+  async devicesForLun(host: number, lun: number): Promise<string[]> {
+    const deviceDir = this.path('class', 'iscsi_host', `host${host}`, 'device');
+    const sessions = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
+    const found = await Promise.all(
+      sessions.map(async (s) => {
+        const targets = (await listDir(join(deviceDir, s))).filter((t) => /^target\d+:\d+:\d+$/.test(t));
+        const perTarget = await Promise.all(targets.map(async (t) => {
+          const targetDir = join(deviceDir, s, t);
+          const names = (await listDir(targetDir)).filter((e) => {
+            const m = HCTL_RE.exec(e);
+            return m !== null && Number(m[1]) === host && Number(m[4]) === lun;
+          });
+          return (await Promise.all(names.map((n) => lunBlockDevices(join(targetDir, n))))).flat();
+        }));
+        return perTarget.flat();
+      }),
+    );
+    return found.flat().sort();
+  }
+
+  /** Block device names (`sdb`) of one LUN of a target across all its sessions (one per path). */
+  async devicesForIqnLun(iqn: string, lun: number): Promise<string[]> {
+    return (await this.lunPaths(iqn, lun)).map((p) => p.device);
+  }
+
+  /** The paths of one LUN of a target: SCSI host, session, portal and block device of each. */
+  async lunPaths(iqn: string, lun: number): Promise<LunPath[]> {
+    return (await this.topology(iqn)).devicesForLun(iqn, lun);
+  }
+
+  /** Asks the SCSI host to scan exactly one LUN (channel 0, target 0, as for every software iSCSI host). */
+  async scanLun(host: number, lun: number): Promise<void> {
+    const file = this.path('class', 'scsi_host', `host${host}`, 'scan');
+    try {
+      await writeControlFile(file, `0 0 ${lun}`);
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') throw new NotFound(`SCSI host ${host} is gone (no ${file}); the iSCSI session ended`);
+      throw new Unavailable(`scanning LUN ${lun} on SCSI host ${host} failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Removes a SCSI device (`echo 1 > block/sdX/device/delete`); false when it was already gone. */
+  async deleteDevice(name: string): Promise<boolean> {
+    const file = this.path('block', assertDeviceName(name), 'device', 'delete');
+    try {
+      await writeControlFile(file, '1');
+      return true;
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return false;
+      throw new Unavailable(`deleting SCSI device ${name} failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Re-reads a device's capacity (`echo 1 > block/sdX/device/rescan`). */
+  async rescanDevice(name: string): Promise<void> {
+    const file = this.path('block', assertDeviceName(name), 'device', 'rescan');
+    try {
+      await writeControlFile(file, '1');
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') throw new NotFound(`SCSI device ${name} does not exist (no ${file})`);
+      throw new Unavailable(`rescanning SCSI device ${name} failed: ${(e as Error).message}`);
+    }
+  }
+
+  /** Size in bytes from `block/<name>/size` (512-byte sectors); null when the device does not exist. */
+  async deviceSizeBytes(name: string): Promise<number | null> {
+    const sectors = toInt(await readAttr(this.path('block', assertDeviceName(name), 'size')));
+    return sectors === null ? null : sectors * SECTOR_BYTES;
+  }
+
+  /** SCSI device state (`running`, `offline`, …); null when the device does not exist. */
+  async deviceState(name: string): Promise<string | null> {
+    return readAttr(this.path('block', assertDeviceName(name), 'device', 'state'));
+  }
+
+  /** `major:minor` of a block device (`block/<name>/dev`), or null when it is gone. */
+  async deviceNumber(name: string): Promise<string | null> {
+    const text = await readAttr(this.path('block', assertDeviceName(name), 'dev'));
+    return text !== null && /^\d+:\d+$/.test(text) ? text : null;
+  }
+
+  /** Whether `block/<name>` exists. */
+  async deviceExists(name: string): Promise<boolean> {
+    try {
+      await fs.access(this.path('block', assertDeviceName(name)));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * The multipath map holding a path device: a `dm-*` entry in `block/sdX/holders` whose `dm/uuid`
+   * starts with `mpath-`. The WWID comes from the uuid, never from the map's name (user_friendly_names).
+   */
+  async multipathHolder(name: string): Promise<MultipathHolder | null> {
+    const holders = (await listDir(this.path('block', assertDeviceName(name), 'holders'))).filter((h) => /^dm-\d+$/.test(h)).sort();
+    for (const dm of holders) {
+      const uuid = await readAttr(this.path('block', dm, 'dm', 'uuid'));
+      if (uuid === null || !uuid.startsWith(MPATH_UUID_PREFIX)) continue;
+      const mapName = await readAttr(this.path('block', dm, 'dm', 'name'));
+      const wwid = uuid.slice(MPATH_UUID_PREFIX.length);
+      return { dm, uuid, name: mapName && mapName.length > 0 ? mapName : wwid, wwid };
+    }
+    return null;
+  }
+
+  /** Path devices under a dm device (`block/dm-N/slaves`). */
+  async slavesOf(dm: string): Promise<string[]> {
+    return (await listDir(this.path('block', assertDeviceName(dm), 'slaves'))).sort();
+  }
+}

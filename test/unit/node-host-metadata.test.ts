@@ -1,0 +1,145 @@
+import { promises as fsp } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { Internal } from '../../src/errors.js';
+import { Secret } from '../../src/log.js';
+import { MetadataStore, METADATA_SCHEMA_VERSION, secretPaths, type VolumeRecord } from '../../src/node-host/metadata.js';
+import { volumeKey } from '../../src/common/validate.js';
+
+function record(volumeId: string, over: Partial<VolumeRecord> = {}): VolumeRecord {
+  return {
+    volumeId,
+    phase: 'staged',
+    portals: ['127.0.0.1:3260', '[fd00::10]:3260'],
+    iqn: 'iqn.2026-11.io.example:t1',
+    lun: 1,
+    iface: 'default',
+    transport: 'tcp',
+    devices: ['sdb', 'sdc'],
+    multipath: { dm: 'dm-0', wwid: '36001405abcdef', name: 'mpatha' },
+    devicePath: '/dev/dm-0',
+    stagingPath: '/var/lib/kubelet/plugins/kubernetes.io/csi/pv/x/globalmount',
+    accessType: 'mount',
+    accessMode: 'SINGLE_NODE_WRITER',
+    fsType: 'ext4',
+    mountFlags: ['noatime'],
+    readonly: false,
+    publishedAt: [],
+    stagedAt: '2026-11-21T22:00:00.000Z',
+    ...over,
+  };
+}
+
+let stateDir: string;
+let store: MetadataStore;
+
+beforeEach(async () => {
+  stateDir = await fsp.mkdtemp(join(tmpdir(), 'host-meta-'));
+  store = new MetadataStore(stateDir);
+});
+afterEach(async () => {
+  vi.restoreAllMocks();
+  await fsp.rm(stateDir, { recursive: true, force: true });
+});
+
+describe('MetadataStore', () => {
+  it('saves under <stateDir>/volumes/<volumeKey>/iscsi.json with private modes and loads it back', async () => {
+    const r = record('pvc-1');
+    await store.save(r);
+    const file = join(stateDir, 'volumes', volumeKey('pvc-1'), 'iscsi.json');
+    expect(store.filePath('pvc-1')).toBe(file);
+    expect((await fsp.stat(file)).mode & 0o777).toBe(0o600);
+    expect((await fsp.stat(join(stateDir, 'volumes', volumeKey('pvc-1')))).mode & 0o777).toBe(0o700);
+    expect((await fsp.stat(join(stateDir, 'volumes'))).mode & 0o777).toBe(0o700);
+    expect(JSON.parse(await fsp.readFile(file, 'utf8')).schemaVersion).toBe(METADATA_SCHEMA_VERSION);
+    expect(await store.load('pvc-1')).toEqual({ ...r, schemaVersion: METADATA_SCHEMA_VERSION });
+    expect(await store.load('pvc-unknown')).toBeNull();
+  });
+
+  it('keeps hostile volume ids inside the state directory', async () => {
+    for (const id of ['../../etc', '..', '/etc/passwd', 'a/../../b']) {
+      await store.save(record(id));
+      expect(store.filePath(id).startsWith(join(stateDir, 'volumes') + '/')).toBe(true);
+      expect((await store.load(id))?.volumeId).toBe(id);
+    }
+    expect(await fsp.readdir(stateDir)).toEqual(['volumes']);
+    expect(await fsp.readdir(join(stateDir, 'volumes'))).toHaveLength(4);
+  });
+
+  it('refuses to write anything that looks like a secret, and writes nothing then', async () => {
+    const leaky = { ...record('pvc-2'), chap: { 'node.session.auth.password': 'secretpass123' } } as unknown as VolumeRecord;
+    await expect(store.save(leaky)).rejects.toThrow(Internal);
+    await expect(store.save(leaky)).rejects.toThrow('refusing to write volume metadata with secret fields ($.chap.node.session.auth.password)');
+    await expect(store.save({ ...record('pvc-2'), clientSecret: 'x' } as unknown as VolumeRecord)).rejects.toThrow(/\$\.clientSecret/);
+    await expect(store.save({ ...record('pvc-2'), initiatorName: new Secret('x') } as unknown as VolumeRecord)).rejects.toThrow(/\$\.initiatorName/);
+    await expect(fsp.access(store.volumeDir('pvc-2'))).rejects.toMatchObject({ code: 'ENOENT' });
+    expect(secretPaths(record('x'))).toEqual([]);
+  });
+
+  it('replaces a record atomically: a failed write leaves the old record and no temp file', async () => {
+    await store.save(record('pvc-3', { lun: 1 }));
+    await store.save(record('pvc-3', { lun: 2 }));
+    expect((await store.load('pvc-3'))?.lun).toBe(2);
+    const rename = vi.spyOn(fsp, 'rename').mockRejectedValueOnce(Object.assign(new Error('disk full'), { code: 'ENOSPC' }));
+    await expect(store.save(record('pvc-3', { lun: 3 }))).rejects.toThrow('disk full');
+    rename.mockRestore();
+    expect((await store.load('pvc-3'))?.lun).toBe(2);
+    expect(await fsp.readdir(store.volumeDir('pvc-3'))).toEqual(['iscsi.json']);
+  });
+
+  it('syncs the file before renaming it into place', async () => {
+    const order: string[] = [];
+    const rename = vi.spyOn(fsp, 'rename').mockImplementation(async () => {
+      order.push('rename');
+    });
+    const open = fsp.open.bind(fsp);
+    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
+      const handle = await open(...args);
+      const sync = handle.sync.bind(handle);
+      handle.sync = async () => {
+        order.push(`sync ${String(args[0]).endsWith('.tmp') ? 'file' : 'dir'}`);
+        return sync();
+      };
+      return handle;
+    });
+    await store.save(record('pvc-4'));
+    rename.mockRestore();
+    expect(order.slice(-3)).toEqual(['sync file', 'rename', 'sync dir']);
+  });
+
+  it('reports a corrupt record as INTERNAL naming the file, and list() skips it', async () => {
+    await store.save(record('pvc-good'));
+    await store.save(record('pvc-bad'));
+    await fsp.writeFile(store.filePath('pvc-bad'), '{"schemaVersion": 1, "volumeId": ');
+    await expect(store.load('pvc-bad')).rejects.toThrow(`volume metadata ${store.filePath('pvc-bad')} is not valid JSON`);
+    await fsp.writeFile(store.filePath('pvc-bad'), JSON.stringify({ schemaVersion: 99, volumeId: 'pvc-bad' }));
+    await expect(store.load('pvc-bad')).rejects.toThrow(/does not match schema version 1/);
+    expect((await store.list()).map((r) => r.volumeId)).toEqual(['pvc-good']);
+  });
+
+  it('lists all staged volumes and those on one target (e.g. other LUNs still in use)', async () => {
+    expect(await store.list()).toEqual([]);
+    await store.save(record('vol-a', { lun: 1 }));
+    await store.save(record('vol-b', { lun: 2, phase: 'attaching' }));
+    await store.save(record('vol-c', { iqn: 'iqn.2026-11.io.example:t2' }));
+    await fsp.writeFile(join(store.volumeDir('vol-a'), '.iscsi.json.123.abc.tmp'), 'left by a crash');
+    expect((await store.list()).map((r) => r.volumeId)).toEqual(['vol-a', 'vol-b', 'vol-c']);
+    expect((await store.listByTarget('iqn.2026-11.io.example:t1', 'vol-a')).map((r) => [r.volumeId, r.phase])).toEqual([['vol-b', 'attaching']]);
+  });
+
+  it('loads back every phase a record goes through, detaching included', async () => {
+    for (const phase of ['attaching', 'staged', 'detaching'] as const) {
+      await store.save(record('vol-p', { phase }));
+      expect((await store.load('vol-p'))?.phase).toBe(phase);
+    }
+  });
+
+  it('removes a record and its directory; removing twice is fine', async () => {
+    await store.save(record('pvc-5'));
+    await store.remove('pvc-5');
+    expect(await store.load('pvc-5')).toBeNull();
+    await expect(fsp.access(store.volumeDir('pvc-5'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await store.remove('pvc-5');
+  });
+});
