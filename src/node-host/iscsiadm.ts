@@ -72,7 +72,6 @@ export function portalArg(portal: Portal): string {
 /** open-iscsi prints empty strings as this (usr/iscsi_settings.h UNKNOWN_VALUE). */
 export const EMPTY_VALUE = '<empty>';
 const DEFAULT_TRANSPORT = 'tcp';
-const PASSWORD_KEY_RE = /password/i;
 /** A tpgt of -1 is printed through an unsigned format by some listings (`,4294967295`). */
 const UINT32 = 2 ** 32;
 const INT32_MAX = 2 ** 31 - 1;
@@ -147,69 +146,6 @@ export function parseIfaceRecord(text: string): IfaceRecord | null {
   return rec ? ifaceFromRecord(rec) : null;
 }
 
-export interface NodeRecord {
-  iqn: string;
-  tpgt: number;
-  startup: string | null;
-  address: string | null;
-  port: number | null;
-  /** `addr:port` / `[v6]:port`, null when the record carries no connection address */
-  portal: string | null;
-  iface: IfaceRecord;
-  discoveryType: string | null;
-  scan: string | null;
-  authMethod: string | null;
-  username: string | null;
-  usernameIn: string | null;
-  /** whether a password is stored; the value itself is never kept */
-  passwordSet: boolean;
-  passwordInSet: boolean;
-  /** every key except passwords */
-  settings: Record<string, string>;
-}
-
-/**
- * `iscsiadm -m node -T … -p … [-o show]` (one record per iface binding, concatenated) and the on-disk
- * record files (sparse, clear-text passwords). Passwords are dropped; only whether one is set is kept.
- */
-export function parseNodeRecords(text: string): NodeRecord[] {
-  return parseRecords(text)
-    .filter((r) => r.has('node.name'))
-    .map((r) => {
-      const settings: Record<string, string> = {};
-      for (const [k, v] of r) if (!PASSWORD_KEY_RE.test(k)) settings[k] = v;
-      const address = orNull(r.get('node.conn[0].address'));
-      const portText = r.get('node.conn[0].port');
-      const port = portText && /^\d+$/.test(portText) ? Number(portText) : null;
-      const isSet = (k: string): boolean => {
-        const v = r.get(k);
-        return v !== undefined && v !== '' && v !== EMPTY_VALUE;
-      };
-      return {
-        iqn: r.get('node.name')!,
-        tpgt: parseTpgt(r.get('node.tpgt') ?? '-1'),
-        startup: orNull(r.get('node.startup')),
-        address,
-        port,
-        portal: address !== null && port !== null ? portalKeyOf(address, port) : null,
-        iface: ifaceFromRecord(r),
-        discoveryType: orNull(r.get('node.discovery_type')),
-        scan: orNull(r.get('node.session.scan')),
-        authMethod: orNull(r.get('node.session.auth.authmethod')),
-        username: orNull(r.get('node.session.auth.username')),
-        usernameIn: orNull(r.get('node.session.auth.username_in')),
-        passwordSet: isSet('node.session.auth.password'),
-        passwordInSet: isSet('node.session.auth.password_in'),
-        settings,
-      };
-    });
-}
-
-/** The first node record of a show, or null. */
-export function parseNodeRecord(text: string): NodeRecord | null {
-  return parseNodeRecords(text)[0] ?? null;
-}
-
 export interface PortalTarget {
   /** address as printed, brackets removed */
   address: string;
@@ -238,193 +174,6 @@ export function parseDiscovery(text: string): PortalTarget[] {
     if (!m) continue;
     const p = parsePortalTpgt(m[1]!);
     if (p) out.push({ ...p, iqn: m[2]! });
-  }
-  return out;
-}
-
-/** `iscsiadm -m node` (flat): same shape as discovery output. */
-export const parseNodeList = parseDiscovery;
-
-export interface SessionListEntry {
-  transport: string | null;
-  sid: number;
-  address: string;
-  port: number;
-  tpgt: number;
-  iqn: string;
-  portal: string;
-  /** null on old versions that print no `(flash)`/`(non-flash)` suffix */
-  flash: boolean | null;
-}
-
-const SESSION_LINE_RE = /^(\S+): \[(\d+)\] (\S+) (\S+)(?: \((flash|non-flash)\))?$/;
-
-/** `iscsiadm -m session`: `tcp: [2] 192.168.1.107:3260,1 iqn.… (non-flash)` per line. */
-export function parseSessionList(text: string): SessionListEntry[] {
-  const out: SessionListEntry[] = [];
-  for (const line of text.split('\n')) {
-    const m = SESSION_LINE_RE.exec(line.trim());
-    if (!m) continue;
-    const p = parsePortalTpgt(m[3]!);
-    if (!p) continue;
-    out.push({
-      transport: orNull(m[1]),
-      sid: Number(m[2]),
-      ...p,
-      iqn: m[4]!,
-      flash: m[5] === undefined ? null : m[5] === 'flash',
-    });
-  }
-  return out;
-}
-
-export interface ScsiDeviceEntry {
-  host: number;
-  channel: number;
-  id: number;
-  lun: number;
-  /** block device name (`sdb`), null for a LUN without one (e.g. tgt's controller LUN 0) */
-  device: string | null;
-  state: string | null;
-}
-
-export interface SessionTreeEntry {
-  iqn: string;
-  flash: boolean | null;
-  currentPortal: { address: string; port: number; tpgt: number; portal: string } | null;
-  persistentPortal: { address: string; port: number; tpgt: number; portal: string } | null;
-  iface: { name: string | null; transport: string | null; initiatorName: string | null; ipAddress: string | null; hwAddress: string | null; netdev: string | null };
-  sid: number | null;
-  connectionState: string | null;
-  sessionState: string | null;
-  internalState: string | null;
-  hostNumber: number | null;
-  hostState: string | null;
-  devices: ScsiDeviceEntry[];
-}
-
-/**
- * `iscsiadm -m session -P 1|2|3`. A session starts at its `Interface:` banner; the `Target:` and portal
- * lines are printed only when they change, so they carry over to the following sessions. Indentation
- * is ignored (it differs between versions).
- */
-export function parseSessionTree(text: string): SessionTreeEntry[] {
-  const sessions: SessionTreeEntry[] = [];
-  let iqn = '';
-  let flash: boolean | null = null;
-  let currentPortal: SessionTreeEntry['currentPortal'] = null;
-  let persistentPortal: SessionTreeEntry['persistentPortal'] = null;
-  let session: SessionTreeEntry | null = null;
-  let lastDevice: ScsiDeviceEntry | null = null;
-
-  const start = (): SessionTreeEntry => {
-    const s: SessionTreeEntry = {
-      iqn, flash, currentPortal, persistentPortal,
-      iface: { name: null, transport: null, initiatorName: null, ipAddress: null, hwAddress: null, netdev: null },
-      sid: null, connectionState: null, sessionState: null, internalState: null, hostNumber: null, hostState: null, devices: [],
-    };
-    sessions.push(s);
-    lastDevice = null;
-    return s;
-  };
-
-  for (const raw of text.split('\n')) {
-    const line = raw.trim();
-    if (line === '' || /^\*+$/.test(line)) continue;
-    let m: RegExpExecArray | null;
-    if ((m = /^Target: (\S+)(?: \((flash|non-flash)\))?$/.exec(line))) {
-      iqn = m[1]!;
-      flash = m[2] === undefined ? null : m[2] === 'flash';
-      currentPortal = null;
-      persistentPortal = null;
-      session = null;
-      continue;
-    }
-    if ((m = /^Current Portal: (\S+)$/.exec(line))) {
-      currentPortal = parsePortalTpgt(m[1]!);
-      session = null;
-      continue;
-    }
-    if ((m = /^Persistent Portal: (\S+)$/.exec(line))) {
-      persistentPortal = parsePortalTpgt(m[1]!);
-      session = null;
-      continue;
-    }
-    if (line === 'Interface:') {
-      session = start();
-      continue;
-    }
-    // A -P level without the Interface block cannot happen (1..3 all print it), but be safe: a SID line
-    // outside a session starts one.
-    if (!session && /^SID: /.test(line)) session = start();
-    if (!session) continue;
-
-    if ((m = /^Host Number: (\d+)\s+State: (.*)$/.exec(line))) {
-      session.hostNumber = Number(m[1]);
-      session.hostState = m[2]!.trim();
-      continue;
-    }
-    if ((m = /^scsi(\d+) Channel (\d+) Id (\d+) Lun: (\d+)$/.exec(line))) {
-      lastDevice = { host: Number(m[1]), channel: Number(m[2]), id: Number(m[3]), lun: Number(m[4]), device: null, state: null };
-      session.devices.push(lastDevice);
-      if (session.hostNumber === null) session.hostNumber = lastDevice.host;
-      continue;
-    }
-    if ((m = /^Attached scsi disk (\S+)\s+State: (.*)$/.exec(line))) {
-      if (lastDevice) {
-        lastDevice.device = m[1]!;
-        lastDevice.state = m[2]!.trim();
-      }
-      continue;
-    }
-    const kv = /^([^:]+):\s?(.*)$/.exec(line);
-    if (!kv) continue;
-    const key = kv[1]!.trim();
-    const value = kv[2]!.trim();
-    switch (key) {
-      case 'Iface Name': session.iface.name = orNull(value); break;
-      case 'Iface Transport': session.iface.transport = orNull(value); break;
-      case 'Iface Initiatorname': session.iface.initiatorName = orNull(value); break;
-      case 'Iface IPaddress': session.iface.ipAddress = orNull(value); break;
-      case 'Iface HWaddress': session.iface.hwAddress = orNull(value); break;
-      case 'Iface Netdev': session.iface.netdev = orNull(value); break;
-      case 'SID': session.sid = /^\d+$/.test(value) ? Number(value) : null; break;
-      case 'iSCSI Connection State': session.connectionState = value; break;
-      case 'iSCSI Session State': session.sessionState = value; break;
-      case 'Internal iscsid Session State': session.internalState = value; break;
-      default: break; // timeouts, CHAP (masked), negotiated parameters: not needed by the driver
-    }
-  }
-  return sessions;
-}
-
-export interface IfaceListEntry {
-  name: string;
-  transport: string;
-  hwAddress: string | null;
-  ipAddress: string | null;
-  netIfaceName: string | null;
-  initiatorName: string | null;
-}
-
-/** `iscsiadm -m iface`: `<name> <transport>,<hwaddress>,<ipaddress>,<net_ifacename>,<initiatorname>`. */
-export function parseIfaceList(text: string): IfaceListEntry[] {
-  const out: IfaceListEntry[] = [];
-  for (const line of text.split('\n')) {
-    const m = /^(\S+) (\S+)$/.exec(line.trim());
-    if (!m) continue;
-    const fields = m[2]!.split(',');
-    if (fields.length < 5) continue;
-    // The initiator name is last and may itself contain commas only in theory; keep the rest joined.
-    const [transport, hw, ip, netif, ...initiator] = fields;
-    out.push({
-      name: m[1]!,
-      transport: orNull(transport) ?? DEFAULT_TRANSPORT,
-      hwAddress: orNull(hw),
-      ipAddress: orNull(ip),
-      netIfaceName: orNull(netif),
-      initiatorName: orNull(initiator.join(',')),
-    });
   }
   return out;
 }
@@ -550,10 +299,6 @@ export class Iscsiadm {
 
   // --- ifaces ---------------------------------------------------------------------------------------
 
-  async listIfaces(): Promise<IscsiValue<IfaceListEntry[]>> {
-    return this.query(['-m', 'iface'], 'listing iSCSI interfaces', parseIfaceList, []);
-  }
-
   /** The iface record, or null when no such iface exists (iscsiadm exit 6 "No such file", or 21). */
   async showIface(name: string): Promise<IscsiValue<IfaceRecord | null>> {
     const args = ['-m', 'iface', '-I', name, '-o', 'show'];
@@ -661,21 +406,6 @@ export class Iscsiadm {
     return this.act([...this.nodeArgs(node), '-o', 'update', ...settingsArgs(settings)], `updating the node record for ${this.nodeName(node)}`);
   }
 
-  /** Sets session CHAP (authmethod, username, password, and the mutual pair when given) in one call. */
-  async setNodeChap(node: NodeRef, chap: ChapCredentials): Promise<IscsiOutcome> {
-    return this.updateNode(node, chapSettings(SETTINGS_PREFIX_NODE_CHAP, chap));
-  }
-
-  /** The node records matching target/portal/iface; none (21) is an empty list. Passwords are never returned. */
-  async showNode(node: NodeRef): Promise<IscsiValue<NodeRecord[]>> {
-    return this.query([...this.nodeArgs(node), '-o', 'show'], `reading the node record for ${this.nodeName(node)}`, parseNodeRecords, []);
-  }
-
-  /** `iscsiadm -m node`: every node record (portal, tpgt, target). */
-  async listNodes(): Promise<IscsiValue<PortalTarget[]>> {
-    return this.query(['-m', 'node'], 'listing iSCSI node records', parseNodeList, []);
-  }
-
   /** `--login`; exit 15 (a session exists, e.g. left from a crash) counts as logged in. */
   async login(node: NodeRef): Promise<IscsiOutcome> {
     return this.act([...this.nodeArgs(node), '--login'], `iSCSI login to ${this.nodeName(node)}`, [ISCSI_EXIT.SESS_EXISTS]);
@@ -689,21 +419,5 @@ export class Iscsiadm {
   /** `-o delete`; 21 (no records) counts as deleted. */
   async deleteNode(node: NodeRef): Promise<IscsiOutcome> {
     return this.act([...this.nodeArgs(node), '-o', 'delete'], `deleting the node record for ${this.nodeName(node)}`, [ISCSI_EXIT.NO_OBJS_FOUND]);
-  }
-
-  /** `iscsiadm -m session`; no sessions (21) is an empty list. */
-  async listSessions(): Promise<IscsiValue<SessionListEntry[]>> {
-    return this.query(['-m', 'session'], 'listing iSCSI sessions', parseSessionList, []);
-  }
-
-  /** `iscsiadm -m session -P 3`; no sessions (21) is an empty list. */
-  async sessionTree(): Promise<IscsiValue<SessionTreeEntry[]>> {
-    return this.query(['-m', 'session', '-P', '3'], 'reading iSCSI session details', parseSessionTree, []);
-  }
-
-  /** `-m session [-r SID] --rescan`: re-reads every LUN's capacity (after a target-side resize). */
-  async rescanSessions(sid?: number): Promise<IscsiOutcome> {
-    const args = sid === undefined ? ['-m', 'session', '--rescan'] : ['-m', 'session', '-r', String(sid), '--rescan'];
-    return this.act(args, sid === undefined ? 'rescanning iSCSI sessions' : `rescanning iSCSI session ${sid}`);
   }
 }

@@ -13,6 +13,7 @@ import { ExecaRunner, safeArgv, type Arg, type CommandRunner, type RunResult } f
 import { IscsiDbLock, LOCK_WRITE_FILE, type IscsiDbLockOptions, type SweepMoment } from '../../src/node-host/iscsi-db-lock.js';
 import { Iscsiadm } from '../../src/node-host/iscsiadm.js';
 import { CLOCK_TICKS_PER_SECOND } from '../../src/common/proc.js';
+import { parsePortal } from '../../src/common/validate.js';
 
 const STALE_MS = 10_000;
 const UPTIME_S = 5000;
@@ -205,6 +206,9 @@ class OrderRunner implements CommandRunner {
 }
 
 describe('Iscsiadm adapter and the record lock', () => {
+  /** any iscsiadm call will do: a SendTargets discovery, whose empty output is an empty list */
+  const ref = { portal: parsePortal('127.0.0.1:3260'), iface: 'default' };
+  const DISCOVER = 'run -m discoverydb -t sendtargets -p 127.0.0.1:3260 -I default --discover';
   const sweeper = (events: string[]) => ({
     async clearIfStale(_logger: unknown, moment: SweepMoment) {
       events.push(moment);
@@ -214,16 +218,16 @@ describe('Iscsiadm adapter and the record lock', () => {
 
   it('checks the lock before every call, and again after a call killed at its timeout', async () => {
     const events: string[] = [];
-    await new Iscsiadm(new OrderRunner(events), undefined, sweeper(events)).listNodes();
-    expect(events).toEqual(['before iscsiadm', 'run -m node']);
+    await new Iscsiadm(new OrderRunner(events), undefined, sweeper(events)).discover(ref);
+    expect(events).toEqual(['before iscsiadm', DISCOVER]);
     events.length = 0;
-    const killed = new DeadlineExceeded('iscsiadm did not finish within 30000 ms and was killed (iscsiadm -m node)');
-    await expect(new Iscsiadm(new OrderRunner(events, killed), undefined, sweeper(events)).listNodes()).rejects.toBe(killed);
-    expect(events).toEqual(['before iscsiadm', 'run -m node', 'after killing iscsiadm']);
+    const killed = new DeadlineExceeded('iscsiadm did not finish within 30000 ms and was killed (iscsiadm -m discoverydb)');
+    await expect(new Iscsiadm(new OrderRunner(events, killed), undefined, sweeper(events)).discover(ref)).rejects.toBe(killed);
+    expect(events).toEqual(['before iscsiadm', DISCOVER, 'after killing iscsiadm']);
     events.length = 0;
     const other = new Error('spawn failed');
-    await expect(new Iscsiadm(new OrderRunner(events, other), undefined, sweeper(events)).listNodes()).rejects.toBe(other);
-    expect(events).toEqual(['before iscsiadm', 'run -m node']);
+    await expect(new Iscsiadm(new OrderRunner(events, other), undefined, sweeper(events)).discover(ref)).rejects.toBe(other);
+    expect(events).toEqual(['before iscsiadm', DISCOVER]);
   });
 
   // real processes: a fake iscsiadm (a shell under that name) and the real /proc
@@ -240,7 +244,7 @@ describe('Iscsiadm adapter and the record lock', () => {
     // takes the lock as iscsiadm does, then is stuck (its child sleeps, the shell waits for it)
     const iscsi = new Iscsiadm(runnerFor('ln "$0/lock" "$0/lock.write" && { sleep 30 & wait; }', c.lockDir, 400), undefined, dbLock);
     const started = Date.now();
-    const err = await iscsi.listNodes().catch((e: unknown) => e);
+    const err = await iscsi.discover(ref).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DeadlineExceeded);
     expect(Date.now() - started).toBeLessThan(3000);
     expect(present(c)).toBe(false);
@@ -252,7 +256,7 @@ describe('Iscsiadm adapter and the record lock', () => {
     await new Promise((r) => setTimeout(r, 150));
     const dbLock = new IscsiDbLock({ lockDir: c.lockDir, staleAfterMs: 100 });
     const iscsi = new Iscsiadm(runnerFor('test ! -e "$0/lock.write"', c.lockDir, 5000), undefined, dbLock);
-    expect(await iscsi.listNodes()).toEqual({ ok: true, value: [] });
+    expect(await iscsi.discover(ref)).toEqual({ ok: true, value: [] });
     expect(dbLock.stats.removed).toBe(1);
   });
 });
