@@ -179,11 +179,6 @@ export class Devices {
     return join(this.devRoot, name);
   }
 
-  /** `<devRoot>/mapper/<name>` */
-  mapperPath(name: string): string {
-    return join(this.devRoot, 'mapper', name);
-  }
-
   /**
    * Waits until the kernel has a block device for LUN `lun` on SCSI host `scsiHost` and its node is in
    * the /dev root, and returns it with its stable name. The kernel's own view decides, not udev's: the

@@ -293,10 +293,6 @@ export class Sysfs {
     return name === null || name === '' || name === '(null)' || name === iface;
   }
 
-  async sessionsForTarget(iqn: string): Promise<{ sid: number; host: number; portal: string | null; state: string | null }[]> {
-    return (await this.topology(iqn)).sessionsForTarget(iqn).map((s) => ({ sid: s.sid, host: s.host, portal: s.portals[0] ?? null, state: s.state }));
-  }
-
   /**
    * Block devices of LUN `lun` on SCSI host `host`: `class/iscsi_host/hostH/device/session*\/target*\/H:C:T:L/block/*`.
    * Reads only that LUN's directory, not its neighbours': a storm of N waits asks this on every new
@@ -372,11 +368,6 @@ export class Sysfs {
     return sectors === null ? null : sectors * SECTOR_BYTES;
   }
 
-  /** SCSI device state (`running`, `offline`, …); null when the device does not exist. */
-  async deviceState(name: string): Promise<string | null> {
-    return readAttr(this.path('block', assertDeviceName(name), 'device', 'state'));
-  }
-
   /** `major:minor` of a block device (`block/<name>/dev`), or null when it is gone. */
   async deviceNumber(name: string): Promise<string | null> {
     const text = await readAttr(this.path('block', assertDeviceName(name), 'dev'));
@@ -407,10 +398,5 @@ export class Sysfs {
       return { dm, uuid, name: mapName && mapName.length > 0 ? mapName : wwid, wwid };
     }
     return null;
-  }
-
-  /** Path devices under a dm device (`block/dm-N/slaves`). */
-  async slavesOf(dm: string): Promise<string[]> {
-    return (await listDir(this.path('block', assertDeviceName(dm), 'slaves'))).sort();
   }
 }

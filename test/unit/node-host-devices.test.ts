@@ -48,7 +48,6 @@ describe('by-path names', () => {
     expect(devices.byPathName(parsePortal('[fd00::10]:3260'), IQN, 0)).toBe('ip-fd00::10:3260-iscsi-iqn.2026-11.io.example:t1-lun-0');
     expect(devices.byPathName(parsePortal('spitfire.storage.235.tdude.co'), IQN, 0)).toBe('ip-spitfire.storage.235.tdude.co:3260-iscsi-iqn.2026-11.io.example:t1-lun-0');
     expect(devices.devicePath('dm-3')).toBe(join(devRoot, 'dm-3'));
-    expect(devices.mapperPath('mpatha')).toBe(join(devRoot, 'mapper/mpatha'));
   });
 });
 
