@@ -114,10 +114,6 @@ const NEEDS_OPERATOR: ReadonlySet<IscsiExitCode> = new Set<IscsiExitCode>([
   'UNKNOWN_DISCOVERY_TYPE', 'ISNS_UNAVAILABLE', 'HOST_NOT_FOUND',
 ]);
 
-export function isTransientIscsiExit(exit: number): boolean {
-  return TRANSIENT.has(iscsiExitName(exit));
-}
-
 /** The typed error (gRPC code) a failed iscsiadm call with this exit status turns into. */
 export function iscsiExitError(exit: number, message: string): CsiError {
   const name = iscsiExitName(exit);

@@ -1,6 +1,6 @@
 import { status } from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
-import { ISCSI_EXIT, iscsiExitError, iscsiExitMessage, iscsiExitName, isTransientIscsiExit } from '../../src/node-host/iscsi-exit.js';
+import { ISCSI_EXIT, iscsiExitError, iscsiExitMessage, iscsiExitName } from '../../src/node-host/iscsi-exit.js';
 
 // include/iscsi_err.h and usr/iscsi_err.c, as tabulated in open-iscsi.md §1
 const TABLE: [number, string, string][] = [
@@ -64,7 +64,6 @@ describe('open-iscsi exit codes', () => {
     expect(iscsiExitError(7, 'm').code).toBe(status.INVALID_ARGUMENT);
     expect(iscsiExitError(6, 'm').code).toBe(status.INTERNAL);
     expect(iscsiExitError(99, 'the message').message).toBe('the message');
-    expect(isTransientIscsiExit(4)).toBe(true);
-    expect(isTransientIscsiExit(24)).toBe(false);
+    expect(iscsiExitError(4, 'm').code).toBe(status.UNAVAILABLE); // connection failure: transient, 24 above is not
   });
 });
