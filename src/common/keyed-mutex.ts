@@ -3,10 +3,6 @@ export class KeyedMutex {
   /** per key: the resolvers of waiting callers, in arrival order; present while the key is held */
   private readonly queues = new Map<string, (() => void)[]>();
 
-  isLocked(key: string): boolean {
-    return this.queues.has(key);
-  }
-
   /** Whether callers are queued behind the current holder of `key`. */
   hasWaiters(key: string): boolean {
     return (this.queues.get(key)?.length ?? 0) > 0;

@@ -21,18 +21,4 @@ export class OperationGuard {
       this.active.delete(key);
     };
   }
-
-  isActive(key: string): boolean {
-    return this.active.has(key);
-  }
-
-  /** Runs `fn` holding `key` (non-waiting, see tryAcquire). Always releases. */
-  async run<T>(key: string, fn: () => Promise<T> | T): Promise<T> {
-    const release = this.tryAcquire(key);
-    try {
-      return await fn();
-    } finally {
-      release();
-    }
-  }
 }

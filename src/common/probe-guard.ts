@@ -32,11 +32,6 @@ export class ProbeGuard {
     const left = Math.max(0, deadlineMs - (performance.now() - started));
     return withDeadline(result.then((value): ProbeOutcome<T> => ({ status: 'done', value })), left, { status: 'late', waitedMs: deadlineMs });
   }
-
-  /** Probes still running (for shutdown and tests). */
-  pending(): string[] {
-    return [...this.inFlight.keys()];
-  }
 }
 
 /** `promise`'s value, or `fallback` once `ms` have passed (the promise itself goes on). */
