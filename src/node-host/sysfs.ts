@@ -72,13 +72,6 @@ export class IscsiTopology {
     return this.sessions.filter((s) => s.iqn === iqn);
   }
 
-  /** `addr:port` (IPv6 bracketed, canonical) → SCSI host number, for every logged-in connection of the target. */
-  portalHostMap(iqn: string): Map<string, number> {
-    const map = new Map<string, number>();
-    for (const s of this.sessionsForTarget(iqn)) for (const p of s.portals) map.set(p, s.host);
-    return map;
-  }
-
   /** Block devices of one LUN of a target, one per session (path). */
   devicesForLun(iqn: string, lun: number): LunPath[] {
     const out: LunPath[] = [];
@@ -261,8 +254,8 @@ export class Sysfs {
   }
 
   /**
-   * `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical), the same map
-   * as `topology(iqn).portalHostMap(iqn)`, limited to the sessions made through `iface` when one is
+   * `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical: the portals
+   * `topology(iqn)` lists for them), limited to the sessions made through `iface` when one is
    * given. Every stage asks for it under the target lock, so it reads only the sessions' target names,
    * ifaces and connections, never the LUN directories: its cost does not grow
    * with the LUNs already attached (a storm of N stages would otherwise walk O(N²) LUN directories).
