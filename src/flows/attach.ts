@@ -1,5 +1,5 @@
-// The in-tree attach algorithm (context.md, steps 1–7), as a sequence of one-line steps over the host
-// adapters: iface lookup → iface clone → per-IQN lock → portal→host map → per portal: scan one LUN if
+// The in-tree attach algorithm (context.md, steps 1–7), as a sequence of one-line steps over the host:
+// portals resolved → iface lookup / clone → per-IQN lock → portal→host map → per portal: scan one LUN if
 // logged in, else discovery + CHAP + manual scan + login + manual startup → wait for the LUN's device
 // as the kernel reports it (outside the lock) → multipath holder. Dead portals are tolerated while one path comes up.
 import { createHash } from 'node:crypto';
@@ -10,9 +10,19 @@ import type { ChapCredentials } from '../contract/chap.js';
 import type { WaitOptions } from '../node-host/devices.js';
 import type { MultipathHolder } from '../node-host/sysfs.js';
 import type { Logger } from '../log.js';
-import { formatPortal, parsePortal, type Portal } from '../common/validate.js';
-import type { NodeHost } from './host.js';
+import { clonedIfaceName, formatPortal, parsePortal, type Portal } from '../common/validate.js';
+import type { NodeHost } from './ports.js';
 import type { TargetSpec } from '../contract/volume-context.js';
+
+/** What an attach will use, known before it changes anything on the host. */
+export interface AttachPlan {
+  /** the target with every portal given by host name resolved to an address */
+  target: TargetSpec;
+  /** the iface the node records and sessions are bound to */
+  iface: string;
+  /** the iface made for this volume (its own initiator name); deleted on detach */
+  clonedIface?: string;
+}
 
 export interface AttachedPath {
   portal: string;      // canonical "addr:port"
@@ -21,16 +31,21 @@ export interface AttachedPath {
   device: string;      // kernel name, e.g. "sdb"
 }
 
-export interface AttachResult {
-  /** the device to format/mount or hand to publish: /dev/dm-N for multipath, else the by-path link */
+export interface Attached {
+  /** the device to format/mount or hand to publish: /dev/dm-N for multipath, else the first path's stable name */
   devicePath: string;
   paths: AttachedPath[];
   multipath?: { dm: string; name: string; wwid: string };
   deadPortals: { portal: string; reason: string }[];
-  /** the iface's transport (names the by-path link) */
-  transport: string;
+  /**
+   * The name to record for the staged device, looked up when asked (at the end of a stage): the first
+   * path's by-path link when udev has made it by then and it still points at that device, else
+   * `devicePath`. A dm map keeps its /dev/dm-N.
+   */
+  stableDevicePath(): Promise<string>;
 }
 
+/** What the attach found per portal, under the target lock. */
 interface PortalOutcome {
   portal: Portal;
   key: string;
@@ -40,10 +55,40 @@ interface PortalOutcome {
   error?: CsiError;
 }
 
+/** The wait's outcome before multipath: the paths that came up and why the others did not. */
+interface FoundPaths {
+  paths: AttachedPath[];
+  deadPortals: { portal: string; reason: string }[];
+}
+
+/**
+ * Attaches the target's LUN on every portal that answers. `beforeHostChanges` gets the plan once the
+ * portals are resolved and the iface named, before the first iface clone or login: the caller records
+ * the attach there, so the target counts as in use and a crash leaves enough to clean up.
+ */
+export async function attach(host: NodeHost, target: TargetSpec, volumeId: string, log: Logger, beforeHostChanges: (plan: AttachPlan) => Promise<void>): Promise<Attached> {
+  const plan = await planAttach(host, target, volumeId);
+  await beforeHostChanges(plan);
+  const { iface, transport } = await prepareIface(host, plan.target, plan.clonedIface, log);
+  const outcomes = await connectPortals(host, plan.target, iface, log);
+  const found = await waitForPaths(host, plan.target, outcomes, transport, log);
+  const multipath = await findMultipath(host, found.paths, log);
+  const devicePath = multipath ? host.devices.devicePath(multipath.dm) : found.paths[0]!.stablePath;
+  const attached = { devicePath, ...found, ...(multipath ? { multipath } : {}) };
+  return { ...attached, stableDevicePath: () => stableDevicePath(host, plan.target, attached, transport) };
+}
+
+/** Host names become addresses (node records, sysfs and by-path use those); a volume's own initiator name gets its own iface. */
+async function planAttach(host: NodeHost, target: TargetSpec, volumeId: string): Promise<AttachPlan> {
+  const resolved = { ...target, portals: await host.resolver.resolvePortals(target.portals, host.cfg.timeouts.portalResolveMs) };
+  const cloned = resolved.initiatorName ? clonedIfaceName(resolved.iface, volumeId) : undefined;
+  return { target: resolved, iface: cloned ?? resolved.iface, ...(cloned ? { clonedIface: cloned } : {}) };
+}
+
 const BUILTIN_TCP_IFACE = 'default';
 
 /** Steps 1–2: the iface to use, cloned with the volume's initiator name when one is given. */
-export async function prepareIface(host: NodeHost, target: TargetSpec, clonedName: string | undefined, log: Logger): Promise<{ iface: string; transport: string }> {
+async function prepareIface(host: NodeHost, target: TargetSpec, clonedName: string | undefined, log: Logger): Promise<{ iface: string; transport: string }> {
   // open-iscsi's built-in `default` iface is always tcp: no need to ask unless it is to be cloned
   if (target.iface === BUILTIN_TCP_IFACE && !clonedName) return { iface: target.iface, transport: 'tcp' };
   const base = orThrow(await host.iscsi.showIface(target.iface)).value;
@@ -58,7 +103,7 @@ export async function prepareIface(host: NodeHost, target: TargetSpec, clonedNam
  * Step 3–5 under the target lock: make every portal's session exist and ask for this one LUN. Returns
  * per portal whether a session is there. The lock is held for login/scan only, never for a device wait.
  */
-export async function connectPortals(host: NodeHost, target: TargetSpec, iface: string, log: Logger): Promise<PortalOutcome[]> {
+async function connectPortals(host: NodeHost, target: TargetSpec, iface: string, log: Logger): Promise<PortalOutcome[]> {
   return host.targetLocks.withLock(target.iqn, async () => {
     const hosts = await host.sysfs.portalHostMap(target.iqn, iface);
     return Promise.all(target.portals.map(async (portal): Promise<PortalOutcome> => {
@@ -166,9 +211,9 @@ export function loginLimits(iscsiadmTimeoutMs: number): { loginTimeoutS: number;
 
 /**
  * Step 6: wait (event-driven) for each connected portal's LUN device, as the kernel reports it (sysfs
- * and the /dev node), never waiting on udev; step 7: the multipath holder.
+ * and the /dev node), never waiting on udev. No path at all fails the attach.
  */
-export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<AttachResult> {
+async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: PortalOutcome[], transport: string, log: Logger): Promise<FoundPaths> {
   const failures = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, error: o.error ?? new Internal('unknown failure') }));
   const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { portal: string; error: CsiError }> => {
     const found = await host.devices.waitForLunDevice(o.scsiHost!, target.lun, { portal: o.portal, iqn: target.iqn, transport }, waitOptions(host));
@@ -192,30 +237,27 @@ export async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes:
     const reasons = failures.map((f) => `${f.portal}: ${f.error.message}`).join('; ');
     throw new CsiError(first.code, `could not attach LUN ${target.lun} of ${target.iqn} on any portal: ${reasons}`);
   }
-  const multipath = await findMultipath(host, paths, log);
-  const devicePath = multipath ? host.devices.devicePath(multipath.dm) : paths[0]!.stablePath;
-  return { devicePath, paths, deadPortals, transport, ...(multipath ? { multipath } : {}) };
+  return { paths, deadPortals };
 }
 
 /**
- * The name to record for the staged device: the by-path link of the first path when udev has made it
- * by now (after format and mount it usually has) and it still points at that device, else what the
- * attach found. A dm map keeps its /dev/dm-N.
+ * The by-path link of the first path when udev has made it by now (after format and mount it usually
+ * has) and it still points at that device, else what the attach found. A dm map keeps its /dev/dm-N.
  */
-export async function stableDevicePath(host: NodeHost, target: TargetSpec, attached: AttachResult): Promise<string> {
+async function stableDevicePath(host: NodeHost, target: TargetSpec, attached: Omit<Attached, 'stableDevicePath'>, transport: string): Promise<string> {
   const first = attached.paths[0];
   if (attached.multipath || !first || first.stablePath !== host.devices.devicePath(first.device)) return attached.devicePath;
-  const link = await host.devices.findByPath(parsePortal(first.portal), target.iqn, target.lun, attached.transport);
+  const link = await host.devices.findByPath(parsePortal(first.portal), target.iqn, target.lun, transport);
   return link?.device === host.devices.devicePath(first.device) ? link.link : attached.devicePath;
 }
 
 /**
- * Multipath is detected per device from sysfs, never assumed from configuration: a node running
+ * Step 7: multipath is detected per device from sysfs, never assumed from configuration: a node running
  * multipathd turns even a single path into a dm device. With several paths, or one that multipath's
  * udev rules say multipathd takes (it builds the map only after the path's links exist), wait (bounded)
  * for the map: mounting the path device first would keep multipathd from ever taking it.
  */
-async function findMultipath(host: NodeHost, paths: AttachedPath[], log: Logger): Promise<AttachResult['multipath']> {
+async function findMultipath(host: NodeHost, paths: AttachedPath[], log: Logger): Promise<Attached['multipath']> {
   for (const p of paths) {
     const holder = await host.sysfs.multipathHolder(p.device);
     if (holder) return toMultipath(holder);
@@ -233,7 +275,7 @@ async function findMultipath(host: NodeHost, paths: AttachedPath[], log: Logger)
   return toMultipath(r.holder);
 }
 
-function toMultipath(h: MultipathHolder): NonNullable<AttachResult['multipath']> {
+function toMultipath(h: MultipathHolder): NonNullable<Attached['multipath']> {
   return { dm: h.dm, name: h.name ?? h.dm, wwid: h.wwid };
 }
 

@@ -5,15 +5,22 @@
 // cloned iface. "Already gone" answers (exit 21, 2) count as done.
 import type { Logger } from '../log.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
-import type { IscsiTopology } from '../node-host/sysfs.js';
-import type { NodeHost } from './host.js';
+import type { NodeHost, SessionTopology } from './ports.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Unavailable } from '../errors.js';
 import { orThrow, type NodeRef } from '../node-host/iscsiadm.js';
 import { formatPortal, parsePortal } from '../common/validate.js';
 
+/** Devices first, then (the record marked `detaching`) the session if no one else uses it, then a cloned iface. */
+export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+  await removeDevices(host, record, log);
+  await host.metadata.save({ ...record, phase: 'detaching' });
+  await logoutIfUnused(host, record, log);
+  if (record.clonedIface) orThrow(await host.iscsi.deleteIface(record.clonedIface));
+}
+
 /** Flush and remove the LUN's devices (all paths and the multipath map over them). */
-export async function removeDevices(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+async function removeDevices(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
   // The kernel names of today, not the saved ones: sdX names are reused after a reboot.
   const devices = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
   const maps = new Map<string, { dm: string; name: string; wwid: string }>();
@@ -39,7 +46,7 @@ export async function removeDevices(host: NodeHost, record: VolumeRecord, log: L
  * metadata store under the target lock, so an attach in progress (its record is saved before its
  * login) is counted too, also one from another driver process; one whose devices are already gone is not.
  */
-export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger): Promise<boolean> {
+async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger): Promise<boolean> {
   return host.targetLocks.withLock(record.iqn, async () => {
     // a record marked `detaching` has no devices left and needs no session: when every volume of a
     // target is unstaged at once, the last one to get here logs out, whoever's record is still on disk
@@ -49,7 +56,7 @@ export async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: 
     // sessions present now: a volume unstaged alongside may already have logged out of the portal
     const sessions = await host.sysfs.portalHostMap(record.iqn, record.iface);
     // read once, and only if some portal is to be logged out
-    let topology: IscsiTopology | undefined;
+    let topology: SessionTopology | undefined;
     let loggedOut = false;
     for (const portal of record.portals) {
       if (inUse.has(`${portal}|${record.iface}`)) continue;
@@ -105,14 +112,7 @@ async function logoutSession(host: NodeHost, node: NodeRef, iface: string, log: 
  * someone else's: the in-tree plugin during a migration, an operator, a volume whose record is
  * unreadable. Logging out would cut it off.
  */
-function foreignLuns(topology: IscsiTopology, record: VolumeRecord, sessionHost: number): number[] {
+function foreignLuns(topology: SessionTopology, record: VolumeRecord, sessionHost: number): number[] {
   const session = topology.sessionsForTarget(record.iqn).find((s) => s.host === sessionHost);
   return (session?.luns ?? []).filter((l) => l.lun !== record.lun && l.devices.length > 0).map((l) => l.lun);
-}
-
-export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
-  await removeDevices(host, record, log);
-  await host.metadata.save({ ...record, phase: 'detaching' });
-  await logoutIfUnused(host, record, log);
-  if (record.clonedIface) orThrow(await host.iscsi.deleteIface(record.clonedIface));
 }

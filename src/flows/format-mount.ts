@@ -1,12 +1,12 @@
 // Step 8: filesystem volumes. The device itself is probed (`blkid -p`, never a udev cache: democratic-csi
 // #215/#261 reformatted volumes that way); only a device with no signature at all is formatted; a device
-// holding anything else than the requested filesystem is refused, never reformatted.
+// holding anything else than the requested filesystem is refused, never reformatted. And the way back:
+// whatever is mounted at a path, unmounted.
 import { FailedPrecondition } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FsType } from '../common/validate.js';
-import type { NodeHost } from './host.js';
+import type { MountTable, NodeHost } from './ports.js';
 import type { ProbeResult } from '../node-host/filesystem.js';
-import { ensureDir } from '../node-host/target-paths.js';
 
 export async function formatAndMount(host: NodeHost, device: string, stagingPath: string, fsType: FsType, mountFlags: string[], readonly: boolean, log: Logger): Promise<void> {
   const found = await host.fs.probe(device);
@@ -17,7 +17,7 @@ export async function formatAndMount(host: NodeHost, device: string, stagingPath
   } else if (found.fsType !== fsType || found.ambivalent) {
     throw new FailedPrecondition(`${device} already holds ${describe(found)}, not the requested ${fsType}; refusing to reformat it (its data is left untouched)`);
   }
-  await ensureDir(stagingPath);
+  await host.paths.ensureDir(stagingPath);
   await host.mounts.mount(device, stagingPath, fsType, readonly ? ['ro', ...mountFlags] : mountFlags);
 }
 
@@ -26,4 +26,8 @@ function describe(found: ProbeResult): string {
   if (found.ptType) return `a ${found.ptType} partition table`;
   if (found.usage && found.usage !== 'filesystem') return `a ${found.fsType ?? found.type} signature (${found.usage})`;
   return `a ${found.fsType ?? found.type} filesystem`;
+}
+
+export async function unmountIfMounted(mounts: MountTable, path: string): Promise<void> {
+  if (await mounts.isMountPoint(path)) await mounts.unmount(path);
 }

@@ -1,9 +1,11 @@
-// Everything a node flow touches on the host, built once per driver from the configuration. Flows
-// read as one-line steps over these adapters; tests build the same object over the simulated host.
+// The node's real host: the ports of ports.ts over the adapters in src/node-host, built once per driver
+// from the configuration. Flows read as one-line steps over these; tests build the same object over
+// the simulated host (e2e) or an in-memory one (unit).
+import { join } from 'node:path';
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import type { CommandRunner } from '../runner.js';
-import { Devices } from '../node-host/devices.js';
+import { Devices, waitUntil, type WaitOptions } from '../node-host/devices.js';
 import { Filesystem } from '../node-host/filesystem.js';
 import { Iscsiadm } from '../node-host/iscsiadm.js';
 import { IscsiDbLock } from '../node-host/iscsi-db-lock.js';
@@ -12,34 +14,21 @@ import { MetadataStore } from '../node-host/metadata.js';
 import { Mounts } from '../node-host/mounts.js';
 import { Multipath } from '../node-host/multipath.js';
 import { Sysfs } from '../node-host/sysfs.js';
+import { Udev } from '../node-host/udev.js';
+import { ensureDir, ensureFile, removeTarget } from '../node-host/target-paths.js';
+import { resolvePortals } from '../node-host/resolve.js';
 import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../common/probe-guard.js';
-import { Udev } from '../node-host/udev.js';
 import { SingleFlight } from '../common/single-flight.js';
-import type { PortalTarget } from '../node-host/iscsiadm.js';
+import type { NodeHost, SizeWaits } from './ports.js';
 
-export interface NodeHost {
-  cfg: Config;
-  iscsi: Iscsiadm;
-  sysfs: Sysfs;
-  devices: Devices;
-  mounts: Mounts;
-  fs: Filesystem;
-  multipath: Multipath;
-  metadata: MetadataStore;
-  targetLocks: TargetLock;
-  /** node records this process logged out of and deleted (see node-records.ts) */
-  forgottenNodes: ForgottenNodes;
-  /** I/O probes of volume paths (stats): bounded, never two at once per path */
-  probes: ProbeGuard;
-  udev: Udev;
-  /** SendTargets discoveries under way, shared by the stages that ask the same portal the same way */
-  discoveries: SingleFlight<PortalTarget[]>;
+/** The real host, with what forRequest needs to build a request's command adapters. */
+export interface RealNodeHost extends NodeHost {
   /** open-iscsi's record lock: a lock.write left by a killed iscsiadm is removed before the next call */
   iscsiDbLock: IscsiDbLock;
 }
 
-export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): NodeHost {
+export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): RealNodeHost {
   const sysfs = new Sysfs(cfg.host.sysRoot);
   const iscsiDbLock = new IscsiDbLock({ lockDir: cfg.host.iscsiLockDir, staleAfterMs: cfg.timeouts.iscsiLockStaleMs });
   return {
@@ -47,18 +36,21 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     cfg,
     sysfs,
     devices: new Devices(cfg.host.devRoot, sysfs),
+    sizes: sysfsSizeWaits(sysfs),
+    udev: new Udev(cfg.host.udevDataDir, sysfs),
     metadata: new MetadataStore(cfg.stateDir),
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
+    paths: { ensureDir, ensureFile, removeTarget },
+    resolver: { resolvePortals },
     forgottenNodes: new ForgottenNodes(),
     probes: new ProbeGuard(),
-    udev: new Udev(cfg.host.udevDataDir, sysfs),
     discoveries: new SingleFlight(),
     iscsiDbLock,
   };
 }
 
 /** The adapters that run commands, logging through `logger` (a request's child logger carries its id). */
-function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger, iscsiDbLock: IscsiDbLock): Pick<NodeHost, 'iscsi' | 'mounts' | 'fs' | 'multipath'> {
+function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger, iscsiDbLock: IscsiDbLock): Pick<RealNodeHost, 'iscsi' | 'mounts' | 'fs' | 'multipath'> {
   return {
     iscsi: new Iscsiadm(runner, logger, iscsiDbLock),
     mounts: new Mounts(runner, cfg, logger),
@@ -71,6 +63,27 @@ function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger, isc
  * The same host for one request: command lines are logged with the request's id, while the state
  * shared between requests (locks, metadata store, sysfs and device watchers) stays the same objects.
  */
-export function forRequest(host: NodeHost, runner: CommandRunner, logger: Logger): NodeHost {
+export function forRequest(host: RealNodeHost, runner: CommandRunner, logger: Logger): RealNodeHost {
   return { ...host, ...commandAdapters(host.cfg, runner, logger, host.iscsiDbLock) };
+}
+
+/**
+ * A rescan re-reads the capacity; a kernel (or a simulated one) may apply it a little after the write
+ * returns. The wait is woken by a change of the paths' `size` attribute where the sysfs reports one,
+ * else by the poll.
+ */
+function sysfsSizeWaits(sysfs: Sysfs): SizeWaits {
+  return {
+    async waitForSizes(devices: string[], minBytes: number, opts: WaitOptions): Promise<void> {
+      const sysRoot = sysfs.sysRoot;
+      await waitUntil(
+        devices.map((d) => ({ dir: join(sysRoot, 'block', d), root: sysRoot, relevant: (f: string | null) => f === null || f === 'size' })),
+        async () => {
+          const sizes = await Promise.all(devices.map((d) => sysfs.deviceSizeBytes(d)));
+          return sizes.every((s) => s !== null && s >= minBytes) ? true : null;
+        },
+        opts,
+      );
+    },
+  };
 }

@@ -1,13 +1,12 @@
-// NodeExpandVolume: after the LUN grew on the target, rescan each path device, resize the multipath
-// map, grow the filesystem; answers the new size. Already big enough → OK.
-import { FailedPrecondition, InvalidArgument, NotFound, OutOfRange } from '../errors.js';
+// NodeExpandVolume: validate → the volume staged or published at the path → the expand flow (rescan,
+// size wait, multipath resize, filesystem grow); answers the new size. Already big enough → OK.
+import { InvalidArgument, NotFound } from '../errors.js';
 import type { NodeExpandVolumeRequest, NodeExpandVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
-import type { NodeHost } from '../flows/host.js';
-import { isAbsolute, join } from 'node:path';
-import { waitUntil } from '../node-host/devices.js';
+import type { NodeHost } from '../flows/ports.js';
+import { expand } from '../flows/expand.js';
+import { isAbsolute } from 'node:path';
 import { parsePath, parseVolumeIdField } from './request.js';
-import { parseFsType } from '../common/validate.js';
 
 export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest, ctx: CallContext): Promise<NodeExpandVolumeResponse> {
   const volumeId = parseVolumeIdField(req.volume_id);
@@ -21,37 +20,8 @@ export async function expandVolume(host: NodeHost, req: NodeExpandVolumeRequest,
   const required = req.capacity_range?.required_bytes ?? 0;
   const limit = req.capacity_range?.limit_bytes ?? 0;
   if (limit > 0 && required > limit) throw new InvalidArgument(`capacity_range.required_bytes ${required} exceeds limit_bytes ${limit}`);
-
-  const paths = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
-  if (paths.length === 0) throw new FailedPrecondition(`LUN ${record.lun} of ${record.iqn} has no device on this node; stage it again`);
-  for (const device of paths) await host.sysfs.rescanDevice(device);
-  await waitForPathSizes(host, paths, required);
-  if (record.multipath) await host.multipath.resize(record.multipath);
-  const size = await host.fs.blockDeviceSize(record.devicePath);
-  if (required > 0 && size < required) {
-    throw new OutOfRange(`the device is ${size} bytes after a rescan, less than the requested ${required}: expand the LUN on the target first`);
-  }
-  if (record.accessType === 'mount' && req.volume_capability?.access_type !== 'block') {
-    await host.fs.resize(record.devicePath, record.stagingPath, parseFsType(record.fsType));
-  }
-  ctx.logger.info({ bytes: size }, 'expanded');
+  // asked for with block access, the device grows and whatever is on it is left as it is
+  const growFilesystem = record.accessType === 'mount' && req.volume_capability?.access_type !== 'block';
+  const size = await expand(host, { ...record, devicePath: record.devicePath }, { requiredBytes: required, growFilesystem }, ctx.logger);
   return { capacity_bytes: size };
-}
-
-/**
- * A rescan re-reads the capacity; a kernel (or a simulated one) may apply it a little after the write
- * returns. Wait, bounded by the device timeout, until every path reports at least the requested size:
- * woken by a change of the paths' `size` attribute where the sysfs reports one, else by the poll.
- */
-async function waitForPathSizes(host: NodeHost, paths: string[], required: number): Promise<void> {
-  if (required <= 0) return;
-  const sysRoot = host.sysfs.sysRoot;
-  await waitUntil(
-    paths.map((d) => ({ dir: join(sysRoot, 'block', d), root: sysRoot, relevant: (f: string | null) => f === null || f === 'size' })),
-    async () => {
-      const sizes = await Promise.all(paths.map((d) => host.sysfs.deviceSizeBytes(d)));
-      return sizes.every((s) => s !== null && s >= required) ? true : null;
-    },
-    { deadlineMs: host.cfg.timeouts.deviceWaitMs, pollMs: host.cfg.timeouts.devicePollMs },
-  );
 }

@@ -3,9 +3,9 @@
 import { AlreadyExists, FailedPrecondition, InvalidArgument } from '../errors.js';
 import type { NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
-import type { NodeHost } from '../flows/host.js';
+import type { NodeHost } from '../flows/ports.js';
+import { unmountIfMounted } from '../flows/format-mount.js';
 import { parseFsType } from '../common/validate.js';
-import { ensureDir, ensureFile, removeTarget, unmountIfMounted } from '../node-host/target-paths.js';
 import { CONTEXT_KEYS } from '../contract/volume-context.js';
 import { parsePath, parseVolumeIdField, volumeAccess } from './request.js';
 
@@ -39,10 +39,10 @@ export async function publishVolume(host: NodeHost, req: NodePublishVolumeReques
 
   if (access.kind === 'block') {
     if (!record.devicePath) throw new FailedPrecondition(`volume ${volumeId} has no recorded device`);
-    await ensureFile(targetPath);
+    await host.paths.ensureFile(targetPath);
     await host.mounts.bindMount(record.devicePath, targetPath, { readonly, options: [] });
   } else {
-    await ensureDir(targetPath);
+    await host.paths.ensureDir(targetPath);
     await host.mounts.bindMount(stagingPath, targetPath, { readonly, options: access.mountFlags });
   }
   await host.metadata.save({ ...record, publishedAt: [...others, targetPath] });
@@ -54,7 +54,7 @@ export async function unpublishVolume(host: NodeHost, req: NodeUnpublishVolumeRe
   const volumeId = parseVolumeIdField(req.volume_id);
   const targetPath = parsePath(req.target_path, 'target_path');
   await unmountIfMounted(host.mounts, targetPath);
-  await removeTarget(targetPath);
+  await host.paths.removeTarget(targetPath);
   const record = await host.metadata.load(volumeId);
   if (record?.publishedAt.includes(targetPath)) {
     await host.metadata.save({ ...record, publishedAt: record.publishedAt.filter((t) => t !== targetPath) });

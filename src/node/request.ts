@@ -7,20 +7,7 @@ import { InvalidArgument } from '../errors.js';
 import type { AccessModeMode, VolumeCapability } from '../csi/types.js';
 import { parseVolumeId, type FsType } from '../common/validate.js';
 import { isReadOnlyMode, parseVolumeCapability } from '../contract/access-modes.js';
-import type { TargetSpec } from '../contract/volume-context.js';
-
-export type VolumeAccess =
-  | { kind: 'mount'; fsType: FsType; mountFlags: string[] }
-  | { kind: 'block' };
-
-export interface StageSpec {
-  volumeId: string;
-  stagingPath: string;
-  target: TargetSpec;
-  access: VolumeAccess;
-  accessMode: AccessModeMode;
-  readonly: boolean;
-}
+import type { VolumeAccess } from '../flows/stage.js';
 
 const MAX_PATH_BYTES = 4096;
 

@@ -1,7 +1,8 @@
 // Node service: one small file per RPC (stage, unstage, publish, stats, expand, info); this file only
 // maps RPC names to them.
 import type { CallContext, ServiceImpl } from '../server/service.js';
-import { forRequest, type NodeHost } from '../flows/host.js';
+import { forRequest, type RealNodeHost } from '../flows/host.js';
+import type { NodeHost } from '../flows/ports.js';
 import type { CommandRunner } from '../runner.js';
 import type {
   NodeExpandVolumeRequest, NodeGetVolumeStatsRequest, NodePublishVolumeRequest, NodeStageVolumeRequest,
@@ -14,7 +15,7 @@ import { parseStageRequest, stageVolume } from './stage.js';
 import { volumeStats } from './stats.js';
 import { unstageVolume } from './unstage.js';
 
-export function createNodeService(host: NodeHost, runner: CommandRunner, nodeId: string): ServiceImpl {
+export function createNodeService(host: RealNodeHost, runner: CommandRunner, nodeId: string): ServiceImpl {
   // each call's commands are logged with its request id
   const h = (ctx: CallContext): NodeHost => forRequest(host, runner, ctx.logger);
   return {

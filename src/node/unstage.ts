@@ -1,12 +1,12 @@
-// NodeUnstageVolume: unmount, then detach from the saved record (devices, session if unused, cloned
-// iface), remove the record, and leave the staging directory empty. Not staged → OK.
+// NodeUnstageVolume: refused while published; the staging path unmounted, then the unstage flow from
+// the saved record (devices, session if unused, cloned iface, the record). Not staged → OK.
 import { FailedPrecondition } from '../errors.js';
 import type { NodeUnstageVolumeRequest, NodeUnstageVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
-import { detach } from '../flows/detach.js';
-import type { NodeHost } from '../flows/host.js';
+import type { NodeHost } from '../flows/ports.js';
+import { unmountIfMounted } from '../flows/format-mount.js';
+import { unstage } from '../flows/stage.js';
 import { parsePath, parseVolumeIdField } from './request.js';
-import { unmountIfMounted } from '../node-host/target-paths.js';
 
 export async function unstageVolume(host: NodeHost, req: NodeUnstageVolumeRequest, ctx: CallContext): Promise<NodeUnstageVolumeResponse> {
   const volumeId = parseVolumeIdField(req.volume_id);
@@ -23,8 +23,6 @@ export async function unstageVolume(host: NodeHost, req: NodeUnstageVolumeReques
     ctx.logger.debug('no record: not staged on this node');
     return {};
   }
-  await detach(host, record, ctx.logger);
-  await host.metadata.remove(volumeId);
-  ctx.logger.info({ iqn: record.iqn, lun: record.lun }, 'unstaged');
+  await unstage(host, record, ctx.logger);
   return {};
 }

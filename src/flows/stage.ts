@@ -1,0 +1,115 @@
+// Staging a volume on this node and taking it down again, once the request is valid and not already
+// done: finish an unstage left half way → record the attach before it starts (so a crash mid-stage can
+// be cleaned up) → attach (iface, lock, login/scan, device, multipath) → format and mount (filesystem)
+// or nothing (block) → record the result. On failure, undo what this call did.
+import type { AccessModeMode } from '../csi/types.js';
+import type { Logger } from '../log.js';
+import type { FsType } from '../common/validate.js';
+import { formatPortal } from '../common/validate.js';
+import type { TargetSpec } from '../contract/volume-context.js';
+import type { VolumeRecord } from '../node-host/metadata.js';
+import { attach, type AttachPlan, type Attached } from './attach.js';
+import { detach } from './detach.js';
+import { formatAndMount, unmountIfMounted } from './format-mount.js';
+import type { NodeHost } from './ports.js';
+
+export type VolumeAccess =
+  | { kind: 'mount'; fsType: FsType; mountFlags: string[] }
+  | { kind: 'block' };
+
+/** A validated NodeStageVolume request. */
+export interface StageSpec {
+  volumeId: string;
+  stagingPath: string;
+  target: TargetSpec;
+  access: VolumeAccess;
+  accessMode: AccessModeMode;
+  readonly: boolean;
+}
+
+/** `existing`: the volume's record found before the call (a stage whose mount or device is gone, or a half-done unstage). */
+export async function stage(host: NodeHost, spec: StageSpec, existing: VolumeRecord | null, log: Logger): Promise<void> {
+  if (existing?.phase === 'detaching') {
+    // an unstage that failed half way (its logout timed out): finish it from its own record first, so
+    // a session to portals this request no longer names is not left behind
+    await detach(host, existing, log).catch((e: Error) => log.warn({ err: e.message }, 'finishing the earlier unstage failed; staging anyway'));
+  }
+  let record: VolumeRecord | undefined;
+  try {
+    const attached = await attach(host, spec.target, spec.volumeId, log, async (plan) => {
+      const attaching = attachingRecord(spec, plan, existing);
+      // Saved before the first login, so the target counts as in use and a crash leaves enough to clean up.
+      await host.metadata.save(attaching);
+      record = attaching;
+    });
+    if (spec.access.kind === 'mount') {
+      await formatAndMount(host, attached.devicePath, spec.stagingPath, spec.access.fsType, spec.access.mountFlags, spec.readonly, log);
+    }
+    const devicePath = await attached.stableDevicePath();
+    await host.metadata.save(stagedRecord(record!, attached, devicePath));
+    log.info({ device: devicePath, paths: attached.paths.length, deadPortals: attached.deadPortals.length }, 'staged');
+  } catch (e) {
+    // nothing to undo before the record is saved: the host is not changed before that
+    if (record) await undoStage(host, record, log);
+    throw e;
+  }
+}
+
+/** Whether a volume recorded as staged still is: its devices are there and, for a filesystem, its mount. */
+export async function stillStaged(host: NodeHost, record: VolumeRecord): Promise<boolean> {
+  const devices = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
+  if (devices.length === 0) return false;
+  if (record.accessType === 'block') return true;
+  return host.mounts.isMountPoint(record.stagingPath);
+}
+
+/** A staged volume's devices, session (if no one else uses it) and clone gone, then its record (its paths are unmounted). */
+export async function unstage(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+  await detach(host, record, log);
+  await host.metadata.remove(record.volumeId);
+  log.info({ iqn: record.iqn, lun: record.lun }, 'unstaged');
+}
+
+function attachingRecord(spec: StageSpec, plan: AttachPlan, existing: VolumeRecord | null): VolumeRecord {
+  return {
+    volumeId: spec.volumeId,
+    phase: 'attaching',
+    portals: plan.target.portals.map(formatPortal),
+    iqn: plan.target.iqn,
+    lun: plan.target.lun,
+    iface: plan.iface,
+    ...(plan.clonedIface ? { clonedIface: plan.clonedIface } : {}),
+    ...(plan.target.initiatorName ? { initiatorName: plan.target.initiatorName } : {}),
+    stagingPath: spec.stagingPath,
+    accessType: spec.access.kind,
+    ...(spec.access.kind === 'mount' ? { fsType: spec.access.fsType, mountFlags: spec.access.mountFlags } : {}),
+    readonly: spec.readonly,
+    accessMode: spec.accessMode,
+    devices: [],
+    // a volume staged again (its mount or device was gone) is still published where it was
+    publishedAt: existing?.publishedAt ?? [],
+  };
+}
+
+function stagedRecord(attaching: VolumeRecord, attached: Attached, devicePath: string): VolumeRecord {
+  return {
+    ...attaching,
+    phase: 'staged',
+    devicePath,
+    devices: attached.paths.map((p) => p.device),
+    ...(attached.multipath ? { multipath: attached.multipath } : {}),
+    stagedAt: new Date().toISOString(),
+  };
+}
+
+/** A failed stage leaves nothing it made: mount, devices, its session (if no one else uses it), clone, record. */
+async function undoStage(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+  try {
+    await unmountIfMounted(host.mounts, record.stagingPath);
+    await detach(host, record, log);
+    await host.metadata.remove(record.volumeId);
+  } catch (e) {
+    // The record stays: NodeUnstage (or the next stage) finishes the cleanup from it.
+    log.warn({ err: (e as Error).message }, 'cleanup after a failed stage is incomplete; the volume record is kept for unstage');
+  }
+}
