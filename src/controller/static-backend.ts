@@ -35,7 +35,7 @@ import {
 import { checkPublish, type CapabilitySummary, type Publication } from './capabilities.js';
 import { formatBytes } from './capacity.js';
 import { volumeIdFor } from './names.js';
-import { StateFile } from './state-file.js';
+import { DurableJsonFile, RESTORE_HINT } from '../common/durable-json.js';
 import { CONTEXT_KEYS, encodeVolumeContext } from '../contract/volume-context.js';
 
 export const STATIC_PARAMS = {
@@ -129,7 +129,7 @@ export class StaticBackend implements VolumeBackend {
   readonly #cfg: Config;
   readonly #logger: Logger;
   readonly #locks = new KeyedMutex();
-  readonly #file: StateFile<ClaimsDoc>;
+  readonly #file: DurableJsonFile<ClaimsDoc>;
   #doc: ClaimsDoc = { version: STATE_VERSION, nextSeq: 1, claims: {} };
   #loaded = false;
   #inventory: InventoryLun[] = [];
@@ -137,7 +137,8 @@ export class StaticBackend implements VolumeBackend {
   constructor(deps: StaticBackendDeps) {
     this.#cfg = deps.cfg;
     this.#logger = deps.logger.child({ backend: 'static' });
-    this.#file = new StateFile(join(deps.cfg.stateDir, 'controller', 'static', 'claims.json'), () => this.#doc);
+    const path = join(deps.cfg.stateDir, 'controller', 'static', 'claims.json');
+    this.#file = new DurableJsonFile(path, { what: 'controller state', version: STATE_VERSION, hint: RESTORE_HINT }, () => this.#doc);
   }
 
   async start(): Promise<void> {
@@ -149,11 +150,8 @@ export class StaticBackend implements VolumeBackend {
 
   async #load(): Promise<void> {
     if (this.#loaded) return;
-    const doc = (await this.#file.load()) as ClaimsDoc | undefined;
-    if (doc) {
-      if (doc.version !== STATE_VERSION) throw new Internal(`controller state ${this.#file.path} has version ${doc.version}; this driver reads version ${STATE_VERSION}`);
-      this.#doc = doc;
-    }
+    const doc = await this.#file.load();
+    if (doc) this.#doc = doc;
     this.#loaded = true;
   }
 

@@ -2,12 +2,12 @@
 // the original request. Kept in the driver's protected state directory (never inside the staging or
 // target path), written atomically (temp file, fsync, rename, fsync dir), mode 0600 in 0700
 // directories, schema-versioned, and never holding a secret.
-import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode, Internal } from '../errors.js';
 import { Secret, type Logger } from '../log.js';
 import { volumeKey } from '../common/validate.js';
+import { fsyncDirectory, readJson, writeJsonDurably } from '../common/durable-json.js';
 
 export const METADATA_SCHEMA_VERSION = 1;
 const FILE_NAME = 'iscsi.json';
@@ -122,13 +122,13 @@ export class MetadataStore {
       await ensurePrivateDir(this.volumesDir());
       this.#rootReady = true; // once per process: a stage saves twice, a storm 64 times
     }
-    const text = `${JSON.stringify({ ...record, schemaVersion: METADATA_SCHEMA_VERSION }, null, 2)}\n`;
+    const doc: VolumeRecord = { ...record, schemaVersion: METADATA_SCHEMA_VERSION };
     // A stage saves twice: the second save finds the directory this process made (or checked) for the
     // first, and skips mkdir + stat. Should it have gone since (removed by hand), the write says so
     // with ENOENT and the directory is made again.
     if (this.#knownDirs.has(dir)) {
       try {
-        await writeDurably(dir, text, null);
+        await writeDurably(dir, doc, null);
         return;
       } catch (e) {
         if (errnoCode(e) !== 'ENOENT') throw e;
@@ -138,7 +138,7 @@ export class MetadataStore {
     const created = await ensurePrivateDir(dir);
     this.#knownDirs.add(dir);
     // a new directory's entry in volumes/ is made durable alongside the file's own fsync, not after it
-    await writeDurably(dir, text, created ? this.volumesDir() : null);
+    await writeDurably(dir, doc, created ? this.volumesDir() : null);
   }
 
   /** The record, or null when the volume has none. A corrupt file is an INTERNAL error naming the file. */
@@ -155,7 +155,7 @@ export class MetadataStore {
   async remove(volumeId: string): Promise<void> {
     this.#knownDirs.delete(this.volumeDir(volumeId));
     await fs.rm(this.volumeDir(volumeId), { recursive: true, force: true });
-    await fsyncDir(this.volumesDir()).catch(() => undefined);
+    await fsyncDirectory(this.volumesDir()).catch(() => undefined);
   }
 
   /** Every staged volume's record (corrupt ones are logged and skipped). */
@@ -188,49 +188,19 @@ export class MetadataStore {
 }
 
 async function readRecord(file: string): Promise<VolumeRecord | null> {
-  let text: string;
-  try {
-    text = await fs.readFile(file, 'utf8');
-  } catch (e) {
-    if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return null;
-    throw e;
-  }
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new Internal(`volume metadata ${file} is not valid JSON`);
-  }
+  const parsed = await readJson(file, { what: 'volume metadata' });
+  if (parsed === undefined) return null;
   if (!isVolumeRecord(parsed)) throw new Internal(`volume metadata ${file} does not match schema version ${METADATA_SCHEMA_VERSION}`);
   return parsed;
 }
 
 /**
- * Writes `dir/iscsi.json` atomically and durably: a temp file written and fsynced, renamed over the
- * record, the directory fsynced (the rename). With `parentToSync` (the directory was just created),
- * the parent is fsynced too, concurrently with the temp file's write and fsync: both must be on disk
- * before the record counts, neither has to wait for the other.
+ * Writes `dir/iscsi.json` crash-safely. With `parentToSync` (the directory was just created), the
+ * parent is fsynced too, concurrently with the file's write: both must be on disk before the record
+ * counts, neither has to wait for the other.
  */
-async function writeDurably(dir: string, text: string, parentToSync: string | null): Promise<void> {
-  const file = join(dir, FILE_NAME);
-  const tmp = join(dir, `.${FILE_NAME}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  const writeTemp = async (): Promise<void> => {
-    const handle = await fs.open(tmp, 'wx', FILE_MODE);
-    try {
-      try {
-        await handle.writeFile(text, 'utf8');
-        await handle.sync();
-      } finally {
-        await handle.close();
-      }
-      await fs.rename(tmp, file);
-    } catch (e) {
-      await fs.rm(tmp, { force: true });
-      throw e;
-    }
-  };
-  await Promise.all([writeTemp(), ...(parentToSync ? [fsyncDir(parentToSync)] : [])]);
-  await fsyncDir(dir);
+async function writeDurably(dir: string, record: VolumeRecord, parentToSync: string | null): Promise<void> {
+  await writeJsonDurably(join(dir, FILE_NAME), record, { mode: FILE_MODE, syncAlongside: parentToSync });
 }
 
 /** mkdir with mode 0700 (enforced also on an existing directory); true when it was created. */
@@ -244,15 +214,5 @@ async function ensurePrivateDir(dir: string): Promise<boolean> {
     const st = await fs.stat(dir);
     if ((st.mode & 0o777) !== DIR_MODE) await fs.chmod(dir, DIR_MODE);
     return false;
-  }
-}
-
-/** Makes a rename or unlink in `dir` durable. */
-async function fsyncDir(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
   }
 }
