@@ -1,5 +1,5 @@
 // tgtadm (Linux tgt) adapter: typed calls and a parser for `--op show --mode target`.
-// Used by the tgt controller backend and by the simulated host (to find a LUN's backing file).
+// Used by the tgt controller backend and by the simulated host (to find a LUN's backing file, to grow one).
 import type { CommandRunner, Arg } from '../../runner.js';
 import { Secret, type Logger } from '../../log.js';
 import { firstLine } from '../../runner.js';
@@ -132,17 +132,12 @@ function applyLunField(lun: TgtLun, key: string, value: string): void {
   }
 }
 
-/** Parses `--op show --mode account`: "Account list:" then one user per line. */
-export function parseTgtAccounts(text: string): string[] {
-  return text.split('\n').slice(1).map((l) => l.trim()).filter(Boolean);
-}
-
 /** Parses `--op show --mode portal`: "Portal: 127.0.0.1:3260,1". */
 export function parseTgtPortals(text: string): string[] {
   return text.split('\n').map((l) => /^Portal: (.+),\d+$/.exec(l.trim())?.[1]).filter((p): p is string => !!p);
 }
 
-export interface TgtResult {
+interface TgtResult {
   ok: boolean;
   exitCode: number;
   message: string;
@@ -168,12 +163,6 @@ export class Tgtadm {
     const r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'target'], this.logger ? { logger: this.logger } : {});
     if (r.exitCode !== 0) throw new Internal(`tgtadm show targets failed: ${firstLine(r)} (exit ${r.exitCode})`);
     return parseTgtTargets(r.stdout);
-  }
-
-  async showAccounts(): Promise<string[]> {
-    const r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'account'], this.logger ? { logger: this.logger } : {});
-    if (r.exitCode !== 0) throw new Internal(`tgtadm show accounts failed: ${firstLine(r)} (exit ${r.exitCode})`);
-    return parseTgtAccounts(r.stdout);
   }
 
   newTarget(tid: number, iqn: string): Promise<void> {
@@ -231,10 +220,6 @@ export class Tgtadm {
     return this.must(['--op', 'unbind', '--mode', 'target', '--tid', String(tid), '--initiator-name', initiatorName], `unbind ${initiatorName} from target ${tid}`, [TGT_ERR.noAcl]);
   }
 
-  bindAddress(tid: number, address: string): Promise<void> {
-    return this.must(['--op', 'bind', '--mode', 'target', '--tid', String(tid), '-I', address], `bind ${address} to target ${tid}`, [TGT_ERR.aclExists]);
-  }
-
   unbindAddress(tid: number, address: string): Promise<void> {
     return this.must(['--op', 'unbind', '--mode', 'target', '--tid', String(tid), '-I', address], `unbind ${address} from target ${tid}`, [TGT_ERR.noAcl]);
   }
@@ -253,18 +238,5 @@ export class Tgtadm {
 
   unbindAccount(tid: number, user: string, outgoing = false): Promise<void> {
     return this.must(['--op', 'unbind', '--mode', 'account', '--tid', String(tid), '--user', user, ...(outgoing ? ['--outgoing'] : [])], `unbind account ${user} from target ${tid}`, [TGT_ERR.noBinding, TGT_ERR.noAccount]);
-  }
-
-  newPortal(portal: string): Promise<void> {
-    return this.must(['--op', 'new', '--mode', 'portal', '--param', `portal=${portal}`], `new portal ${portal}`);
-  }
-
-  deletePortal(portal: string): Promise<void> {
-    return this.must(['--op', 'delete', '--mode', 'portal', '--param', `portal=${portal}`], `delete portal ${portal}`);
-  }
-
-  /** Stops tgtd; only succeeds once its targets are deleted. */
-  async stopDaemon(): Promise<TgtResult> {
-    return this.call(['--op', 'delete', '--mode', 'system']);
   }
 }
