@@ -42,22 +42,25 @@ export async function applyExport(plan: TargetPlan, target: DesiredTarget, deps:
   plan.problems.forEach(note);
   /** who was found logged in to a target: no re-open on it is tried again in this run */
   const busy = new Map<number, string[]>();
+  const reopen = async (op: ReopenLunOp): Promise<void> => {
+    const who = busy.get(op.tid) ?? (await reopenLun(op, deps.tgtadm));
+    if (who.length > 0) {
+      busy.set(op.tid, who);
+      note(heldBackProblem(target, op, who));
+      return;
+    }
+    outcome.exported.set(op.volumeId, op.bytes);
+    outcome.reopened.push(op.volumeId);
+  };
   for (const op of plan.ops) {
     if ('volumeId' in op && result(op.volumeId).error) continue;
     try {
-      if (op.op !== 'reopenLun') {
+      if (op.op === 'reopenLun') {
+        await reopen(op);
+      } else {
         await runOp(op, deps);
         if (op.op === 'newLun') outcome.exported.set(op.volumeId, op.bytes);
-        continue;
       }
-      const who = busy.get(op.tid) ?? (await reopenLun(op, deps.tgtadm));
-      if (who.length === 0) {
-        outcome.exported.set(op.volumeId, op.bytes);
-        outcome.reopened.push(op.volumeId);
-        continue;
-      }
-      busy.set(op.tid, who);
-      note(heldBackProblem(target, op, who));
     } catch (e) {
       if ('volumeId' in op) {
         result(op.volumeId).error = e as Error;

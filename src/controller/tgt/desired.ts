@@ -50,8 +50,13 @@ export interface DesiredState {
 }
 
 export function desiredState(doc: Readonly<TgtStateDoc>): DesiredState {
-  const volumes = Object.values(doc.volumes);
-  const targets = Object.values(doc.targets).map((t) => desiredTarget(t.iqn, t.tid, volumes.filter((v) => v.target === t.iqn).map(desiredLun)));
+  const lunsOf = new Map<string, DesiredLun[]>();
+  for (const vol of Object.values(doc.volumes)) {
+    const luns = lunsOf.get(vol.target) ?? [];
+    luns.push(desiredLun(vol));
+    lunsOf.set(vol.target, luns);
+  }
+  const targets = Object.values(doc.targets).map((t) => desiredTarget(t.iqn, t.tid, lunsOf.get(t.iqn) ?? []));
   return { targets, tids: targets.map((t) => t.tid) };
 }
 
