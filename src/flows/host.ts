@@ -20,7 +20,7 @@ import { resolvePortals } from '../node-host/resolve.js';
 import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../common/probe-guard.js';
 import { SingleFlight } from '../common/single-flight.js';
-import type { NodeHost, SizeWaits } from './ports.js';
+import type { DeviceSizes, NodeHost, SizeWaits } from './ports.js';
 
 /** The real host, with what forRequest needs to build a request's command adapters. */
 export interface RealNodeHost extends NodeHost {
@@ -72,7 +72,7 @@ export function forRequest(host: RealNodeHost, runner: CommandRunner, logger: Lo
  * returns. The wait is woken by a change of the paths' `size` attribute where the sysfs reports one,
  * else by the poll.
  */
-function sysfsSizeWaits(sysfs: Sysfs): SizeWaits {
+function sysfsSizeWaits(sysfs: DeviceSizes): SizeWaits {
   return {
     async waitForSizes(devices: string[], minBytes: number, opts: WaitOptions): Promise<void> {
       const sysRoot = sysfs.sysRoot;

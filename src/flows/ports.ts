@@ -69,6 +69,13 @@ export interface SizeWaits {
   waitForSizes(devices: string[], minBytes: number, opts: WaitOptions): Promise<void>;
 }
 
+/** What the real SizeWaits (host.ts) reads: the sysfs root to watch and a device's `size` attribute. */
+export interface DeviceSizes {
+  readonly sysRoot: string;
+  /** null when the device does not exist */
+  deviceSizeBytes(name: string): Promise<number | null>;
+}
+
 /** What multipath's udev rules said about a path device. */
 export interface MultipathClaims {
   multipathClaim(name: string): Promise<MultipathClaim>;

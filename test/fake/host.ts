@@ -33,17 +33,17 @@ const FIRST_SCSI_HOST = 3;
 const DEFAULT_LUN_BYTES = 1 << 30;
 const FAKE_STATFS_INODES = 65_536;
 
-export interface LunSpec {
+export interface FakeLunSpec {
   sizeBytes?: number;
   /** a filesystem already on the LUN (ext4, xfs, …) */
   fs?: string;
 }
 
-export interface TargetSpecOfFake {
+export interface FakeTarget {
   iqn: string;
   /** `addr:port` */
   portals: string[];
-  luns: Record<number, LunSpec>;
+  luns: Record<number, FakeLunSpec>;
   /** initiator names allowed to log in; absent: any */
   acl?: string[];
 }
@@ -145,7 +145,7 @@ export class FakeHost {
   };
   readonly host: NodeHost;
 
-  private readonly targets = new Map<string, { spec: TargetSpecOfFake; luns: Map<number, Lun> }>();
+  private readonly targets = new Map<string, { spec: FakeTarget; luns: Map<number, Lun> }>();
   private readonly ifaces = new Map<string, IfaceRecord>([['default', BUILTIN_DEFAULT_IFACE]]);
   private readonly discoveryRecords = new Map<string, { chapUser: string | null }>();
   private readonly nodeRecordsByKey = new Map<string, { settings: Record<string, string>; tpgt: number | undefined }>();
@@ -193,7 +193,7 @@ export class FakeHost {
 
   // --- set-up ----------------------------------------------------------------------------------------
 
-  addTarget(spec: TargetSpecOfFake): this {
+  addTarget(spec: FakeTarget): this {
     const luns = new Map<number, Lun>();
     for (const [n, l] of Object.entries(spec.luns)) {
       const sizeBytes = l.sizeBytes ?? DEFAULT_LUN_BYTES;

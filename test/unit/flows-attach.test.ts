@@ -144,6 +144,13 @@ describe('attach: a failed login', () => {
 });
 
 describe('attach: dead portals', () => {
+  it('a portal whose login fails while another comes up: staged, and no node record left for it (a reboot would retry it)', async () => {
+    const fake = fakeWithTarget().fail('iscsi.login', { exit: 24 }, { match: P2 });
+    await stage(fake.host, stageSpec('vol-a', { portals: [P1, P2] }), null, fake.log);
+    expect(fake.record('vol-a')!.phase).toBe('staged');
+    expect(fake.nodeRecords()).toEqual([`${P1} ${IQN} default`]);
+  });
+
   it('one portal of two down: staged with the one path that came up, the dead one reported', async () => {
     const fake = fakeWithTarget();
     fake.faults.portalsDown.add(P2);
