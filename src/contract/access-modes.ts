@@ -50,7 +50,7 @@ export function parseVolumeCapability(cap: VolumeCapability | null | undefined, 
   if (cap.access_type === 'block') return { accessType: 'block', mode, mountFlags: [] };
   if (cap.access_type !== 'mount') throw new InvalidArgument(`${what} must set access_type block or mount`);
   if (BLOCK_ONLY_MODES.has(mode)) {
-    throw new InvalidArgument(`${what}: access mode ${mode} is for block volumes only (volumeMode: Block): ext4, xfs and btrfs are not cluster filesystems, mounted on several nodes with a writer they get corrupted`);
+    throw new InvalidArgument(`${what}: access mode ${mode} is for raw block volumes only (volumeMode: Block): ext4, xfs and btrfs are not cluster filesystems, mounted on several nodes with a writer they get corrupted`);
   }
   const mountFlags = parseMountFlags(cap.mount?.mount_flags);
   const fsName = cap.mount?.fs_type;
