@@ -52,18 +52,49 @@ export function parseVolumeCapability(cap: VolumeCapability | null | undefined, 
   if (BLOCK_ONLY_MODES.has(mode)) {
     throw new InvalidArgument(`${what}: access mode ${mode} is for raw block volumes only (volumeMode: Block): ext4, xfs and btrfs are not cluster filesystems, mounted on several nodes with a writer they get corrupted`);
   }
-  const mountFlags = parseMountFlags(cap.mount?.mount_flags);
+  const mountFlags = parseMountFlags(cap.mount?.mount_flags, what);
   const fsName = cap.mount?.fs_type;
   return fsName ? { accessType: 'mount', mode, fsType: parseFsType(fsName), mountFlags } : { accessType: 'mount', mode, mountFlags };
 }
 
-export function parseMountFlags(flags: readonly string[] | undefined): string[] {
+/**
+ * Options mount(8) acts on instead of passing them to the filesystem: they would change what is mounted
+ * or where (another source through a loop or dm-verity device, a bind, a remount, a move), the mount's
+ * propagation, the mount point itself (made, chowned, chmodded, a subdirectory or an id map), or run a
+ * helper program. The driver decides those itself. Matched by the name before any `=`, ignoring case.
+ */
+const OPERATION_FLAGS: ReadonlyMap<string, string> = new Map([
+  ...['loop', 'offset', 'sizelimit', 'encryption'].map((f) => [f, 'sets up a loop device'] as const),
+  ...['bind', 'rbind'].map((f) => [f, 'makes a bind mount'] as const),
+  ['remount', 'remounts an existing mount'],
+  ...['move', 'rmove'].map((f) => [f, 'moves a mount'] as const),
+  ...['shared', 'slave', 'private', 'unbindable', 'rshared', 'rslave', 'rprivate', 'runbindable'].map((f) => [f, 'changes mount propagation'] as const),
+  ...['helper', 'uhelper'].map((f) => [f, 'runs a helper program'] as const),
+]);
+const OPERATION_PREFIXES: readonly [string, string][] = [
+  ['x-mount.', 'acts on the mount point (X-mount.mkdir, .owner, .group, .mode, .subdir, .idmap)'],
+  ['verity.', 'sets up a dm-verity device'],
+];
+
+export function parseMountFlags(flags: readonly string[] | undefined, what = 'volume_capability'): string[] {
   const out: string[] = [];
   for (const flag of flags ?? []) {
     if (typeof flag !== 'string' || flag === '' || Buffer.byteLength(flag) > MAX_MOUNT_FLAG_BYTES || /[\s\0]/.test(flag)) {
       throw new InvalidArgument(`mount flag ${JSON.stringify(flag)} is not valid: no spaces, at most ${MAX_MOUNT_FLAG_BYTES} bytes`);
     }
-    out.push(...flag.split(',').filter(Boolean));
+    for (const option of flag.split(',').filter(Boolean)) {
+      const operation = mountOperation(option);
+      if (operation) {
+        throw new InvalidArgument(`${what}: mount flag ${JSON.stringify(option)} is refused: mount(8) treats it as an operation (it ${operation}), not a filesystem option; the driver mounts the volume itself`);
+      }
+      out.push(option);
+    }
   }
   return out;
+}
+
+/** What mount(8) would do with `option` besides passing it to the filesystem, or null. */
+function mountOperation(option: string): string | null {
+  const name = option.split('=', 1)[0]!.toLowerCase();
+  return OPERATION_FLAGS.get(name) ?? OPERATION_PREFIXES.find(([prefix]) => name.startsWith(prefix))?.[1] ?? null;
 }
