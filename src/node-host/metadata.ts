@@ -6,8 +6,11 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode, Internal } from '../errors.js';
 import { Secret, type Logger } from '../log.js';
-import { volumeKey } from '../common/validate.js';
-import { fsyncDirectory, readJson, writeJsonDurably } from '../common/durable-json.js';
+import type { AccessModeMode } from '../csi/types.js';
+import {
+  formatPortal, FS_TYPES, MAX_LUN, parseFsType, parseIfaceName, parseInitiatorName, parsePortal, parseTargetIqn, parseVolumeId, volumeKey,
+} from '../common/validate.js';
+import { fsyncDirectory, readJson, RESTORE_HINT, writeJsonDurably } from '../common/durable-json.js';
 
 export const METADATA_SCHEMA_VERSION = 1;
 const FILE_NAME = 'iscsi.json';
@@ -41,6 +44,8 @@ export interface VolumeRecord {
   /** SCSI path devices (`sdb`), one per portal; informational: sdX names change across reboots */
   devices: string[];
   multipath?: { dm: string; wwid: string; name?: string };
+  /** the LUN's kernel WWID (`device/wwid`) as checked at stage: a later publish checks the device against it */
+  wwid?: string;
   /** the device staged: the by-path link, or `/dev/dm-N` for multipath */
   devicePath?: string;
   stagingPath: string;
@@ -66,22 +71,166 @@ export function secretPaths(value: unknown, path = '$'): string[] {
   return [];
 }
 
-function isVolumeRecord(v: unknown): v is VolumeRecord {
-  if (!v || typeof v !== 'object') return false;
-  const r = v as Record<string, unknown>;
-  return (
-    r.schemaVersion === METADATA_SCHEMA_VERSION &&
-    typeof r.volumeId === 'string' &&
-    (r.phase === 'attaching' || r.phase === 'staged' || r.phase === 'detaching') &&
-    Array.isArray(r.publishedAt) &&
-    Array.isArray(r.portals) &&
-    typeof r.iqn === 'string' &&
-    typeof r.lun === 'number' &&
-    typeof r.iface === 'string' &&
-    Array.isArray(r.devices) &&
-    typeof r.stagingPath === 'string' &&
-    (r.accessType === 'block' || r.accessType === 'mount')
-  );
+/** Why a field of a record read back cannot be trusted; the message names the field, never its value. */
+class FieldProblem extends Error {
+  constructor(readonly field: string, readonly problem: string) {
+    super(`field ${field} ${problem}`);
+  }
+}
+
+type FieldCheck = (value: unknown, field: string) => void;
+
+const ACCESS_MODES: ReadonlySet<string> = new Set<AccessModeMode>([
+  'SINGLE_NODE_WRITER', 'SINGLE_NODE_READER_ONLY', 'MULTI_NODE_READER_ONLY', 'MULTI_NODE_SINGLE_WRITER',
+  'MULTI_NODE_MULTI_WRITER', 'SINGLE_NODE_SINGLE_WRITER', 'SINGLE_NODE_MULTI_WRITER',
+]);
+/** a kernel block device name (`sdb`, `dm-3`): one path segment under /dev */
+const DEVICE_NAME_RE = /^[a-z][a-z0-9-]{0,31}$/;
+const DM_NAME_RE = /^dm-\d{1,6}$/;
+/** sysfs `wwid` (`naa.6…`, `t10.…` with spaces) and multipath's WWIDs: printable ASCII */
+const WWID_RE = /^[\x20-\x7e]{1,256}$/;
+const TRANSPORT_RE = /^[a-z][a-z0-9_]{0,31}$/;
+/** what `new Date().toISOString()` writes */
+const ISO_TIME_RE = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z$/;
+const MAX_PATH_BYTES = 4096;
+const MAX_LIST_ENTRIES = 1024;
+const MAX_STRING_BYTES = 4096;
+
+/** Runs a parser from common/validate.ts, whose messages quote the value: only the field is kept. */
+function parsedBy(parse: (v: unknown) => unknown, expected: string): FieldCheck {
+  return (value, field) => {
+    try {
+      parse(value);
+    } catch {
+      throw new FieldProblem(field, `is not ${expected}`);
+    }
+  };
+}
+function string(value: unknown, field: string): asserts value is string {
+  if (typeof value !== 'string') throw new FieldProblem(field, `must be a string, found ${kindOf(value)}`);
+  if (Buffer.byteLength(value) > MAX_STRING_BYTES) throw new FieldProblem(field, `is longer than ${MAX_STRING_BYTES} bytes`);
+}
+function matching(re: RegExp, expected: string): FieldCheck {
+  return (value, field) => {
+    string(value, field);
+    if (!re.test(value)) throw new FieldProblem(field, `is not ${expected}`);
+  };
+}
+function oneOf(values: ReadonlySet<string>): FieldCheck {
+  return (value, field) => {
+    string(value, field);
+    if (!values.has(value)) throw new FieldProblem(field, `is not one of ${[...values].join(', ')}`);
+  };
+}
+const absolutePath: FieldCheck = (value, field) => {
+  string(value, field);
+  if (!value.startsWith('/') || value.includes('\0') || value.split('/').includes('..') || Buffer.byteLength(value) > MAX_PATH_BYTES) {
+    throw new FieldProblem(field, 'is not an absolute path without ".." components');
+  }
+};
+const devPath: FieldCheck = (value, field) => {
+  absolutePath(value, field);
+  if (!(value as string).startsWith('/dev/')) throw new FieldProblem(field, 'is not a path under /dev');
+};
+/** The portal as save() writes it: canonical `ip:port` / `[v6]:port`, what iscsiadm `-p` is given. */
+const canonicalPortal: FieldCheck = (value, field) => {
+  string(value, field);
+  let canonical: string | undefined;
+  try {
+    canonical = formatPortal(parsePortal(value));
+  } catch {
+    // not a portal at all
+  }
+  if (canonical !== value) throw new FieldProblem(field, 'is not a portal in canonical form (ip:port or [ipv6]:port)');
+};
+function listOf(check: FieldCheck, opts: { nonEmpty?: boolean } = {}): FieldCheck {
+  return (value, field) => {
+    if (!Array.isArray(value)) throw new FieldProblem(field, `must be a list, found ${kindOf(value)}`);
+    if (opts.nonEmpty && value.length === 0) throw new FieldProblem(field, 'must not be empty');
+    if (value.length > MAX_LIST_ENTRIES) throw new FieldProblem(field, `has more than ${MAX_LIST_ENTRIES} entries`);
+    value.forEach((v, i) => check(v, `${field}[${i}]`));
+  };
+}
+const boolean: FieldCheck = (value, field) => {
+  if (typeof value !== 'boolean') throw new FieldProblem(field, `must be true or false, found ${kindOf(value)}`);
+};
+const lun: FieldCheck = (value, field) => {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > MAX_LUN) throw new FieldProblem(field, `must be an integer 0..${MAX_LUN}`);
+};
+const isoTime: FieldCheck = (value, field) => {
+  matching(ISO_TIME_RE, 'an ISO 8601 UTC time')(value, field);
+  if (Number.isNaN(Date.parse(value as string))) throw new FieldProblem(field, 'is not an ISO 8601 UTC time');
+};
+/** An object with exactly these fields (optional ones may be absent); an unknown field is refused too. */
+function objectOf(fields: Record<string, { check: FieldCheck; optional?: boolean }>): FieldCheck {
+  return (value, path) => {
+    if (!value || typeof value !== 'object' || Array.isArray(value)) throw new FieldProblem(path || 'record', `must be an object, found ${kindOf(value)}`);
+    const at = (k: string): string => (path ? `${path}.${k}` : k);
+    const doc = value as Record<string, unknown>;
+    for (const [k, { check, optional }] of Object.entries(fields)) {
+      if (doc[k] === undefined) {
+        if (!optional) throw new FieldProblem(at(k), 'is missing');
+        continue;
+      }
+      check(doc[k], at(k));
+    }
+    // a field this driver does not write could be anything, a secret among them: refused, not quoted
+    for (const k of Object.keys(doc)) if (!(k in fields)) throw new FieldProblem(at(k.slice(0, 64)), 'is not a field of this schema');
+  };
+}
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'a list';
+  return `a ${typeof value}`;
+}
+
+/**
+ * Every field of a VolumeRecord with its check: the type, and the value as save() writes it (the
+ * parsers of common/validate.ts). The mapped type makes a field added to VolumeRecord fail to compile
+ * until it has a check here.
+ */
+const RECORD_FIELDS: { [K in keyof Required<VolumeRecord>]: { check: FieldCheck; optional?: boolean } } = {
+  schemaVersion: { check: (v, f) => { if (v !== METADATA_SCHEMA_VERSION) throw new FieldProblem(f, `is not ${METADATA_SCHEMA_VERSION}`); } },
+  volumeId: { check: parsedBy(parseVolumeId, 'a volume id') },
+  phase: { check: oneOf(new Set(['attaching', 'staged', 'detaching'])) },
+  portals: { check: listOf(canonicalPortal, { nonEmpty: true }) },
+  iqn: { check: parsedBy(parseTargetIqn, 'an iSCSI target name') },
+  lun: { check: lun },
+  iface: { check: parsedBy(parseIfaceName, 'an iSCSI interface name') },
+  clonedIface: { check: parsedBy(parseIfaceName, 'an iSCSI interface name'), optional: true },
+  initiatorName: { check: parsedBy(parseInitiatorName, 'an iSCSI initiator name'), optional: true },
+  transport: { check: matching(TRANSPORT_RE, 'an iSCSI transport name'), optional: true },
+  devices: { check: listOf(matching(DEVICE_NAME_RE, 'a kernel block device name')) },
+  multipath: {
+    check: objectOf({
+      dm: { check: matching(DM_NAME_RE, 'a device-mapper name (dm-N)') },
+      wwid: { check: matching(WWID_RE, 'a WWID') },
+      name: { check: matching(/^[\x21-\x7e]{1,256}$/, 'a multipath map name'), optional: true },
+    }),
+    optional: true,
+  },
+  wwid: { check: matching(WWID_RE, 'a WWID'), optional: true },
+  devicePath: { check: devPath, optional: true },
+  stagingPath: { check: absolutePath },
+  accessType: { check: oneOf(new Set(['block', 'mount'])) },
+  accessMode: { check: oneOf(ACCESS_MODES), optional: true },
+  fsType: { check: parsedBy((v) => parseFsType(v), `one of ${FS_TYPES.join(', ')}`), optional: true },
+  mountFlags: { check: listOf((v, f) => string(v, f)), optional: true },
+  readonly: { check: boolean },
+  publishedAt: { check: listOf(absolutePath) },
+  stagedAt: { check: isoTime, optional: true },
+};
+const checkRecord = objectOf(RECORD_FIELDS);
+
+/** The record read back, every field checked; anything off is INTERNAL naming the file and the field. */
+export function validateRecord(doc: unknown, file: string): VolumeRecord {
+  try {
+    checkRecord(doc, '');
+  } catch (e) {
+    if (!(e instanceof FieldProblem)) throw e;
+    throw new Internal(`volume metadata ${file} does not match schema version ${METADATA_SCHEMA_VERSION}: ${e.message}; nothing was changed on the host; ${RESTORE_HINT}`);
+  }
+  return doc as VolumeRecord;
 }
 
 export class MetadataStore {
@@ -190,8 +339,7 @@ export class MetadataStore {
 async function readRecord(file: string): Promise<VolumeRecord | null> {
   const parsed = await readJson(file, { what: 'volume metadata' });
   if (parsed === undefined) return null;
-  if (!isVolumeRecord(parsed)) throw new Internal(`volume metadata ${file} does not match schema version ${METADATA_SCHEMA_VERSION}`);
-  return parsed;
+  return validateRecord(parsed, file);
 }
 
 /**

@@ -143,3 +143,83 @@ describe('MetadataStore', () => {
     await store.remove('pvc-5');
   });
 });
+
+describe('MetadataStore.load validates the whole record', () => {
+  /** Writes `over` merged into a good record straight to the file, as a corruption or a hand edit would. */
+  async function corrupt(volumeId: string, over: Record<string, unknown>, drop: string[] = []): Promise<void> {
+    await store.save(record(volumeId));
+    const doc = JSON.parse(await fsp.readFile(store.filePath(volumeId), 'utf8')) as Record<string, unknown>;
+    for (const k of drop) delete doc[k];
+    await fsp.writeFile(store.filePath(volumeId), JSON.stringify({ ...doc, ...over }));
+  }
+  const SECRETISH = 'hunter2-secret-value';
+
+  const cases: { what: string; over: Record<string, unknown>; drop?: string[]; field: string }[] = [
+    { what: 'a number among the portals', over: { portals: [3260] }, field: 'portals[0]' },
+    { what: 'a number among the published paths', over: { publishedAt: [42] }, field: 'publishedAt[0]' },
+    { what: 'no portals', over: { portals: [] }, field: 'portals' },
+    { what: 'a portal not in canonical form', over: { portals: ['127.0.0.1'] }, field: 'portals[0]' },
+    { what: 'a portal that is no portal', over: { portals: [SECRETISH] }, field: 'portals[0]' },
+    { what: 'a volume id of another type', over: { volumeId: 7 }, field: 'volumeId' },
+    { what: 'an unknown phase', over: { phase: 'mounted' }, field: 'phase' },
+    { what: 'an IQN that is no IQN', over: { iqn: SECRETISH }, field: 'iqn' },
+    { what: 'a LUN as a string', over: { lun: '1' }, field: 'lun' },
+    { what: 'a LUN out of range', over: { lun: 70000 }, field: 'lun' },
+    { what: 'a bad iface name', over: { iface: '../x' }, field: 'iface' },
+    { what: 'a bad cloned iface', over: { clonedIface: 5 }, field: 'clonedIface' },
+    { what: 'a bad initiator name', over: { initiatorName: 'not an iqn' }, field: 'initiatorName' },
+    { what: 'a relative staging path', over: { stagingPath: 'relative/path' }, field: 'stagingPath' },
+    { what: 'an unknown access type', over: { accessType: 'file' }, field: 'accessType' },
+    { what: 'an unknown fsType', over: { fsType: 'ntfs' }, field: 'fsType' },
+    { what: 'mount flags that are no strings', over: { mountFlags: [1] }, field: 'mountFlags[0]' },
+    { what: 'readonly as a string', over: { readonly: 'false' }, field: 'readonly' },
+    { what: 'an unknown access mode', over: { accessMode: 'ANY' }, field: 'accessMode' },
+    { what: 'a device name with a slash', over: { devices: ['../sda'] }, field: 'devices[0]' },
+    { what: 'devices that are no list', over: { devices: 'sdb' }, field: 'devices' },
+    { what: 'a device path outside /dev', over: { devicePath: '/etc/passwd' }, field: 'devicePath' },
+    { what: 'a multipath map without wwid', over: { multipath: { dm: 'dm-0' } }, field: 'multipath.wwid' },
+    { what: 'a multipath map with a bad dm name', over: { multipath: { dm: '../dm-0', wwid: '36001405ab' } }, field: 'multipath.dm' },
+    { what: 'published paths that are no list', over: { publishedAt: '/x' }, field: 'publishedAt' },
+    { what: 'a relative published path', over: { publishedAt: ['x'] }, field: 'publishedAt[0]' },
+    { what: 'a stagedAt that is no time', over: { stagedAt: 'yesterday' }, field: 'stagedAt' },
+    { what: 'a transport of another type', over: { transport: ['tcp'] }, field: 'transport' },
+    { what: 'a field this driver does not know', over: { surprise: SECRETISH }, field: 'surprise' },
+    { what: 'a missing required field', over: {}, drop: ['iqn'], field: 'iqn' },
+    { what: 'a missing schema version', over: {}, drop: ['schemaVersion'], field: 'schemaVersion' },
+  ];
+  for (const c of cases) {
+    it(`refuses ${c.what} with INTERNAL naming the file and the field, not the value`, async () => {
+      await corrupt('vol-c', c.over, c.drop);
+      const e = await store.load('vol-c').then(() => undefined, (err: unknown) => err);
+      expect(e).toBeInstanceOf(Internal);
+      const message = (e as Error).message;
+      expect(message).toContain(store.filePath('vol-c'));
+      expect(message).toContain(`field ${c.field}`);
+      expect(message).not.toContain(SECRETISH);
+      expect(message).not.toMatch(/TypeError|undefined is not|Cannot read/);
+    });
+  }
+
+  it('refuses a record that is no object', async () => {
+    await store.save(record('vol-c'));
+    for (const text of ['[]', 'null', '"x"', '42']) {
+      await fsp.writeFile(store.filePath('vol-c'), text);
+      await expect(store.load('vol-c')).rejects.toThrow(Internal);
+    }
+  });
+
+  it('loads every optional field left out', async () => {
+    const minimal: VolumeRecord = {
+      volumeId: 'vol-m', phase: 'attaching', portals: ['127.0.0.1:3260'], iqn: 'iqn.2026-11.io.example:t1', lun: 0, iface: 'default',
+      devices: [], stagingPath: '/staging', accessType: 'block', readonly: true, publishedAt: [],
+    };
+    await store.save(minimal);
+    expect(await store.load('vol-m')).toEqual({ ...minimal, schemaVersion: METADATA_SCHEMA_VERSION });
+  });
+
+  it('list() skips a record that fails validation', async () => {
+    await store.save(record('vol-ok'));
+    await corrupt('vol-c', { portals: [3260] });
+    expect((await store.list()).map((r) => r.volumeId)).toEqual(['vol-ok']);
+  });
+});
