@@ -128,10 +128,6 @@ const absolutePath: FieldCheck = (value, field) => {
     throw new FieldProblem(field, 'is not an absolute path without ".." components');
   }
 };
-const devPath: FieldCheck = (value, field) => {
-  absolutePath(value, field);
-  if (!(value as string).startsWith('/dev/')) throw new FieldProblem(field, 'is not a path under /dev');
-};
 /** The portal as save() writes it: canonical `ip:port` / `[v6]:port`, what iscsiadm `-p` is given. */
 const canonicalPortal: FieldCheck = (value, field) => {
   string(value, field);
@@ -210,7 +206,7 @@ const RECORD_FIELDS: { [K in keyof Required<VolumeRecord>]: { check: FieldCheck;
     optional: true,
   },
   wwid: { check: matching(WWID_RE, 'a WWID'), optional: true },
-  devicePath: { check: devPath, optional: true },
+  devicePath: { check: absolutePath, optional: true },
   stagingPath: { check: absolutePath },
   accessType: { check: oneOf(new Set(['block', 'mount'])) },
   accessMode: { check: oneOf(ACCESS_MODES), optional: true },
