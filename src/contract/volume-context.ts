@@ -23,6 +23,8 @@ export const CONTEXT_KEYS = {
   discoveryChap: 'discoveryCHAPAuth',
   sessionChap: 'sessionCHAPAuth',
   fsType: 'fsType',
+  /** the LUN's identity as the node's kernel shows it (`/sys/block/sdX/device/wwid`, e.g. `naa.6…`) */
+  wwid: 'wwid',
 } as const;
 
 /** Where a LUN is, as the controller hands it out. */
@@ -31,6 +33,8 @@ export interface LunLocation {
   portals: string[];
   iqn: string;
   lun: number;
+  /** the kernel's WWID of the LUN (sysfs `device/wwid` form), when the backend knows it */
+  wwid?: string | undefined;
 }
 
 export interface VolumeContextOptions {
@@ -46,6 +50,7 @@ export function encodeLocation(loc: LunLocation): StringMap {
     [CONTEXT_KEYS.portals]: JSON.stringify(loc.portals),
     [CONTEXT_KEYS.iqn]: loc.iqn,
     [CONTEXT_KEYS.lun]: String(loc.lun),
+    ...(loc.wwid ? { [CONTEXT_KEYS.wwid]: loc.wwid } : {}),
   };
 }
 
@@ -74,6 +79,8 @@ export interface TargetSpec {
   initiatorName?: string;
   sessionChap?: ChapCredentials;
   discoveryChap?: ChapCredentials;
+  /** the WWID every path device (and the multipath map) must have before anything is written */
+  wwid?: string;
 }
 
 const MAX_PORTALS = 16;
@@ -91,6 +98,7 @@ export function parseTargetSpec(context: StringMap, secrets: StringMap, defaultI
     iface: context[CONTEXT_KEYS.iface] ? parseIfaceName(context[CONTEXT_KEYS.iface]) : defaultIface,
   };
   if (context[CONTEXT_KEYS.initiatorName]) spec.initiatorName = parseInitiatorName(context[CONTEXT_KEYS.initiatorName]);
+  if (context[CONTEXT_KEYS.wwid]) spec.wwid = parseWwid(context[CONTEXT_KEYS.wwid]);
   const session = wantedChap(secrets, SESSION_CHAP_KEYS, flag(context[CONTEXT_KEYS.sessionChap], CONTEXT_KEYS.sessionChap), 'session');
   const discovery = wantedChap(secrets, DISCOVERY_CHAP_KEYS, flag(context[CONTEXT_KEYS.discoveryChap], CONTEXT_KEYS.discoveryChap), 'discovery');
   if (session) spec.sessionChap = session;
@@ -125,6 +133,24 @@ export function parsePortals(targetPortal: string | undefined, portals: string |
   }
   if (seen.size > MAX_PORTALS) throw new InvalidArgument(`at most ${MAX_PORTALS} portals are supported`);
   return [...seen.values()];
+}
+
+/** The kernel's designator forms (scsi_lib.c scsi_vpd_lun_id): NAA 8/16 bytes, EUI-64 8/12/16 bytes in lowercase hex. */
+const WWID_HEX_RE = /^(naa\.([0-9a-f]{16}|[0-9a-f]{32})|eui\.([0-9a-f]{16}|[0-9a-f]{24}|[0-9a-f]{32}))$/;
+/** A T10 vendor id (`t10.` + the escaped string) or a SCSI name string (`iqn.…`, `eui.…`, `naa.…`): printable ASCII. */
+const WWID_TEXT_RE = /^(t10\.|iqn\.|eui\.|naa\.)[\x20-\x7e]+$/;
+/** the kernel's buffer for the wwid attribute is a page, a SCSI name string at most 256 bytes */
+const WWID_MAX_LENGTH = 256;
+
+/**
+ * A LUN's WWID as the kernel shows it in `/sys/block/sdX/device/wwid` (e.g. `naa.6000…`, tgt's LUNs;
+ * `naa.6001405…`, LIO's). NAA and EUI hex is lowercased, as the kernel prints it.
+ */
+export function parseWwid(value: string): string {
+  const hex = value.toLowerCase();
+  if (WWID_HEX_RE.test(hex)) return hex;
+  if (value.length <= WWID_MAX_LENGTH && WWID_TEXT_RE.test(value) && !/^(naa|eui)\.[0-9a-fA-F]*$/.test(value)) return value;
+  throw new InvalidArgument(`${CONTEXT_KEYS.wwid} ${JSON.stringify(value.slice(0, 80))} is not a WWID as the kernel shows it in /sys/block/sdX/device/wwid (naa.<16 or 32 hex digits>, eui.<16, 24 or 32 hex digits>, t10.<vendor id>, or a SCSI name string)`);
 }
 
 function flag(value: string | undefined, key: string): boolean | undefined {

@@ -13,6 +13,9 @@
 //       chapSecretRef: san-chap      # optional: the LUN needs session CHAP (see below)
 //       wipePath: /dev/disk/by-path/ip-10.0.0.5:3260-iscsi-iqn.2001-05.com.example:array1-lun-3
 //                                    # optional: where the controller host reaches the LUN to wipe it
+//       wwid: naa.60014052e5a1c0de0000000000000003
+//                                    # optional: the LUN's WWID as a node's kernel shows it
+//                                    # (/sys/block/sdX/device/wwid); the node refuses any other device
 //
 // StorageClass parameters:
 //   fsType:        passed to the node in volume_context
@@ -36,7 +39,7 @@ import { checkPublish, type CapabilitySummary, type Publication } from './capabi
 import { formatBytes } from './capacity.js';
 import { volumeIdFor } from './names.js';
 import { DurableJsonFile, RESTORE_HINT } from '../common/durable-json.js';
-import { CONTEXT_KEYS, encodeVolumeContext } from '../contract/volume-context.js';
+import { CONTEXT_KEYS, encodeVolumeContext, parseWwid } from '../contract/volume-context.js';
 
 export const STATIC_PARAMS = {
   fsType: 'fsType',
@@ -57,6 +60,7 @@ export interface InventoryLun {
   sizeBytes: number;
   chapSecretRef?: string;
   wipePath?: string;
+  wwid?: string;
 }
 
 interface Claim {
@@ -93,7 +97,7 @@ export function parseInventory(doc: unknown, source: string): InventoryLun[] {
     const where = `luns[${i}]`;
     if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) bad(`${where} must be a map`);
     const e = raw as Record<string, unknown>;
-    const known = ['iqn', 'lun', 'portals', 'portal', 'sizeBytes', 'chapSecretRef', 'wipePath'];
+    const known = ['iqn', 'lun', 'portals', 'portal', 'sizeBytes', 'chapSecretRef', 'wipePath', 'wwid'];
     for (const k of Object.keys(e)) if (!known.includes(k)) bad(`${where}: unknown key ${k} (known: ${known.join(', ')})`);
     const iqn = parseTargetIqn(e.iqn);
     const lun = parseLun(e.lun, `${where}.lun`);
@@ -110,6 +114,14 @@ export function parseInventory(doc: unknown, source: string): InventoryLun[] {
     if (e.wipePath !== undefined) {
       if (typeof e.wipePath !== 'string' || !e.wipePath.startsWith('/')) bad(`${where}.wipePath must be an absolute path`);
       entry.wipePath = e.wipePath as string;
+    }
+    if (e.wwid !== undefined) {
+      if (typeof e.wwid !== 'string') bad(`${where}.wwid must be a string`);
+      try {
+        entry.wwid = parseWwid(e.wwid as string);
+      } catch (err) {
+        bad(`${where}: ${(err as Error).message}`);
+      }
     }
     if (seen.has(entry.key)) bad(`${where}: LUN ${lun} of ${iqn} is listed twice`);
     seen.add(entry.key);
@@ -280,7 +292,7 @@ export class StaticBackend implements VolumeBackend {
         capabilities: spec.capabilities,
         parameters: spec.parameters,
         context: {
-          ...encodeVolumeContext({ portals: lun.portals, iqn: lun.iqn, lun: lun.lun }, { fsType: params.fsType, sessionChap: !!lun.chapSecretRef }),
+          ...encodeVolumeContext({ portals: lun.portals, iqn: lun.iqn, lun: lun.lun, wwid: lun.wwid }, { fsType: params.fsType, sessionChap: !!lun.chapSecretRef }),
         },
         published: {},
         createdAt: new Date().toISOString(),

@@ -11,6 +11,12 @@ export interface Faults {
   hang?: HangOp[];
   /** the scan succeeds but this LUN of this target never gets a device */
   noDevice?: { iqn: string; lun: number }[];
+  /**
+   * this LUN number of this target is another logical unit when scanned (a stale device, a LUN number
+   * reused): its device presents the identity (VPD page 0x83, hence `device/wwid` and the multipath
+   * WWID) of a tgt LUN with SCSI ID `scsiId`, while its data is still the LUN's backing file
+   */
+  staleLu?: { iqn: string; lun: number; scsiId: string }[];
   /** "addr:port": login fails with exit 8, discovery cannot connect; sessions to it turn FAILED */
   portalDown?: string[];
   /**

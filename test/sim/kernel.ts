@@ -19,6 +19,7 @@ import { readFaults, type Faults } from './faults.js';
 import { IscsiDb, nodeIdOf, type NodeId } from './iscsi-db.js';
 import { loginCheck, type Chap, type LoginFailure } from './libiscsi.js';
 import { readMountInfo } from './mountinfo.js';
+import { kernelWwid, tgtNaa, tgtVpd83 } from './vpd.js';
 import { simPaths, type SimPaths } from './paths.js';
 import type { Rec } from './records.js';
 import {
@@ -139,17 +140,7 @@ export interface SessionSummary {
   devices: { lun: number; hctl: string; name?: string; loop?: string; dm?: string; sizeBytes?: number }[];
 }
 
-/** tgt's NAA-6 designator: tgt reads its SCSI ID string as hex digits, one per character, non-hex = 0. */
-export function tgtNaa(scsiId: string): string {
-  let v = 0n;
-  const mask = (1n << 128n) - 1n;
-  for (const ch of scsiId) {
-    const d = /[0-9a-f]/i.test(ch) ? BigInt(parseInt(ch, 16)) : 0n;
-    v = ((v << 4n) | d) & mask;
-  }
-  v = (v & ~(0xfn << 124n)) | (0x6n << 124n);
-  return v.toString(16).padStart(32, '0');
-}
+export { tgtNaa };
 
 /** sd naming: 0 → sda, 25 → sdz, 26 → sdaa. */
 export function sdName(index: number): string {
@@ -645,7 +636,7 @@ export class SimKernel {
       const key = `${session.sid}:${lun.lun}`;
       let add = this.adding.get(key);
       if (!add) {
-        add = this.addDevice(session, lun, previous).finally(() => this.adding.delete(key));
+        add = this.addDevice(session, target.tid, lun, previous).finally(() => this.adding.delete(key));
         this.adding.set(key, add);
       }
       adds.push(add);
@@ -662,7 +653,7 @@ export class SimKernel {
    * Attaches the LUN's loop device (the slow part, side by side with other scans), then, once `after`
    * (the scan's previous LUN) is done, builds the device's tree, one scan at a time.
    */
-  private async addDevice(session: Session, lun: TgtLun, after: Promise<unknown>): Promise<void> {
+  private async addDevice(session: Session, tid: number, lun: TgtLun, after: Promise<unknown>): Promise<void> {
     const type = SCSI_TYPE[lun.type] ?? 0x1f;
     const loop = type === 0 && lun.backingStorePath ? await this.loopFor(lun.backingStorePath, lun.readonly) : undefined;
     await after.catch(() => undefined);
@@ -672,18 +663,23 @@ export class SimKernel {
         if (loop) await this.releaseLoop(loop);
         return;
       }
-      await this.buildDevice(session, lun, loop);
+      await this.buildDevice(session, tid, lun, loop);
     });
   }
 
-  private async buildDevice(session: Session, lun: TgtLun, loop: Loop | undefined): Promise<void> {
+  private async buildDevice(session: Session, tid: number, lun: TgtLun, loop: Loop | undefined): Promise<void> {
     const hctl = `${session.host}:0:0:${lun.lun}`;
     const targetDir = join(session.sessionDir, `target${session.host}:0:0`);
     const dir = join(targetDir, hctl);
     const type = SCSI_TYPE[lun.type] ?? 0x1f;
+    // the LU this device really is: tgtd's, or (fault) another one with the same LUN number
+    const stale = this.faults().staleLu?.find((f) => f.iqn === session.target && f.lun === lun.lun);
+    if (stale) this.log('info', 'fault staleLu: the device is another logical unit', { target: session.target, lun: lun.lun, scsiId: stale.scsiId });
+    const scsiId = stale?.scsiId ?? lun.scsiId;
+    const vpd83 = tgtVpd83(scsiId, tid, lun.lun);
     const dev: ScsiDevice = {
       session, lun: lun.lun, hctl, dir, type, vendor: TGT_VENDOR.padEnd(8), model: (TGT_PRODUCT[lun.type] ?? 'VIRTUAL-DISK').padEnd(16),
-      naa: tgtNaa(lun.scsiId), state: 'running', fifos: [],
+      naa: tgtNaa(scsiId), state: 'running', fifos: [],
     };
     const deletePath = join(dir, 'delete');
     const rescanPath = join(dir, 'rescan');
@@ -691,8 +687,12 @@ export class SimKernel {
     const fifosMade = this.pool.fifos([deletePath, rescanPath]);
     writeAttrs(dir, {
       vendor: dev.vendor, model: dev.model, rev: TGT_REV, type, scsi_level: 6, state: 'running', timeout: 30,
-      eh_timeout: 10, queue_depth: 32, device_blocked: 0, iocounterbits: 32, wwid: `naa.${dev.naa}`,
+      eh_timeout: 10, queue_depth: 32, device_blocked: 0, iocounterbits: 32,
     });
+    // the kernel's pick among the page's designators; the page itself as the binary vpd_pg83 attribute
+    const wwid = kernelWwid(vpd83);
+    if (wwid !== null) writeFileSync(join(dir, 'wwid'), `${wwid}\n`);
+    writeFileSync(join(dir, 'vpd_pg83'), vpd83);
     const sys = this.paths.sys;
     relLink(dir, join(dir, 'scsi_device', hctl, 'device'));
     relLink(join(dir, 'scsi_device', hctl), join(sys, 'class/scsi_device', hctl));

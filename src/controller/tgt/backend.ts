@@ -27,6 +27,7 @@ import {
 import { checkPublish } from '../capabilities.js';
 import { backingBytes } from '../capacity.js';
 import { checkIqnPrefix, scsiIdsFor, sharedTargetIqn, volumeIdFor } from '../names.js';
+import { tgtLunWwid } from './wwid.js';
 import { tgtChapFromSecrets } from './accounts.js';
 import { FIRST_VOLUME_LUN, freeLun, freeTid } from './allocation.js';
 import { applyAll, type ApplyDeps } from './apply.js';
@@ -196,10 +197,11 @@ export class TgtBackend implements VolumeBackend {
     const live = await this.#tgtadm.showTargets();
     // no await from here to add(): no other call can take the same tid or LUN
     const { target, lun } = this.#place(iqn, params.shared, live);
+    const ids = scsiIdsFor(id);
     const vol = this.#state.add(target, {
-      id, name: spec.name, capacityBytes: spec.capacityBytes, file: this.#pool.fileFor(id), target: iqn, lun, ...scsiIdsFor(id),
+      id, name: spec.name, capacityBytes: spec.capacityBytes, file: this.#pool.fileFor(id), target: iqn, lun, ...ids,
       exportedBytes: 0, capabilities: spec.capabilities, parameters: spec.parameters,
-      context: { ...encodeVolumeContext({ portals: this.#portals, iqn, lun }, { fsType: params.fsType, sessionChap: params.chap }) },
+      context: { ...encodeVolumeContext({ portals: this.#portals, iqn, lun, wwid: tgtLunWwid(ids.scsiId) }, { fsType: params.fsType, sessionChap: params.chap }) },
       ...(params.chap && !creds ? { chapPending: true } : {}),
       published: {}, createdAt: new Date().toISOString(),
     });
@@ -276,7 +278,7 @@ export class TgtBackend implements VolumeBackend {
         }
       });
       this.#logger.info({ volumeId: id, node: spec.nodeId, readonly: spec.readonly }, decision === 'new' ? 'volume published' : 'volume already published');
-      return encodeLocation({ portals: this.#portals, iqn: vol.target, lun: vol.lun });
+      return encodeLocation({ portals: this.#portals, iqn: vol.target, lun: vol.lun, wwid: tgtLunWwid(vol.scsiId) });
     });
   }
 
