@@ -14,9 +14,24 @@ import { formatPortal, parsePortal } from '../common/validate.js';
 /** Devices first, then (the record marked `detaching`) the session if no one else uses it, then a cloned iface. */
 export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
   await removeDevices(host, record, log);
-  await host.metadata.save({ ...record, phase: 'detaching' });
+  await markDetaching(host, record, log);
   await logoutIfUnused(host, record, log);
   if (record.clonedIface) orThrow(await host.iscsi.deleteIface(record.clonedIface));
+}
+
+/**
+ * The record marked `detaching` (its devices are gone, it holds no session) before the logout. Not
+ * needed for this detach: its own record is never counted as a user. When it cannot be written (a
+ * full state directory) the detach goes on: the record keeps its phase, so another volume's detach
+ * meanwhile counts it as a user and keeps the session, which is the safe side; this one logs out
+ * itself, then removes the record, which needs no space.
+ */
+async function markDetaching(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+  try {
+    await host.metadata.save({ ...record, phase: 'detaching' });
+  } catch (e) {
+    log.warn({ err: (e as Error).message }, 'cannot mark the volume record detaching; detaching anyway');
+  }
 }
 
 /** Flush and remove the LUN's devices (all paths and the multipath map over them). */

@@ -4,7 +4,7 @@
 // directories, schema-versioned, and never holding a secret.
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { errnoCode, Internal } from '../errors.js';
+import { errnoCode, Internal, ResourceExhausted } from '../errors.js';
 import { Secret, type Logger } from '../log.js';
 import type { AccessModeMode } from '../csi/types.js';
 import {
@@ -253,13 +253,25 @@ export class MetadataStore {
     return join(this.volumeDir(volumeId), FILE_NAME);
   }
 
-  /** Writes the record atomically; refuses (INTERNAL) a record carrying anything that looks like a secret. */
+  /**
+   * Writes the record atomically; refuses (INTERNAL) a record carrying anything that looks like a secret.
+   * A full state filesystem is RESOURCE_EXHAUSTED, and a volume's first record that could not be
+   * written leaves no directory behind.
+   */
   async save(record: VolumeRecord): Promise<void> {
     const leaks = secretPaths(record);
     if (leaks.length > 0) throw new Internal(`refusing to write volume metadata with secret fields (${leaks.join(', ')})`);
     if (record.schemaVersion !== undefined && record.schemaVersion !== METADATA_SCHEMA_VERSION) {
       throw new Internal(`volume metadata schema ${String(record.schemaVersion)} is not ${METADATA_SCHEMA_VERSION}`);
     }
+    try {
+      await this.#write(record);
+    } catch (e) {
+      throw this.#noSpace(e, record.volumeId) ?? e;
+    }
+  }
+
+  async #write(record: VolumeRecord): Promise<void> {
     const dir = this.volumeDir(record.volumeId);
     if (!this.#rootReady) {
       // the state directory may be shared with other driver state: create it private, leave an existing one alone
@@ -281,9 +293,22 @@ export class MetadataStore {
       }
     }
     const created = await ensurePrivateDir(dir);
+    try {
+      // a new directory's entry in volumes/ is made durable alongside the file's own fsync, not after it
+      await writeDurably(dir, doc, created ? this.volumesDir() : null);
+    } catch (e) {
+      // the first record of a volume could not be written (a full disk): no empty directory stays
+      if (created) await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+      throw e;
+    }
     this.#knownDirs.add(dir);
-    // a new directory's entry in volumes/ is made durable alongside the file's own fsync, not after it
-    await writeDurably(dir, doc, created ? this.volumesDir() : null);
+  }
+
+  /** A write that failed for want of space or quota, as RESOURCE_EXHAUSTED naming the state directory. */
+  #noSpace(e: unknown, volumeId: string): ResourceExhausted | undefined {
+    const code = errnoCode(e);
+    if (code !== 'ENOSPC' && code !== 'EDQUOT') return undefined;
+    return new ResourceExhausted(`the state directory ${this.stateDir} is full: cannot write the volume record ${this.filePath(volumeId)} (${(e as Error).message}); free space on that filesystem and retry`);
   }
 
   /** The record, or null when the volume has none. A corrupt file is an INTERNAL error naming the file. */

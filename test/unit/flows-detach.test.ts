@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { detach } from '../../src/flows/detach.js';
 import { stage, unstage } from '../../src/flows/stage.js';
 import { clonedIfaceName } from '../../src/common/validate.js';
-import { Unavailable } from '../../src/errors.js';
+import { ResourceExhausted, Unavailable } from '../../src/errors.js';
 import { FakeHost } from '../fake/host.js';
 import { IQN, OWN_INITIATOR, P1, P2, stageSpec, stagingPathOf } from '../fake/specs.js';
 import type { SpecOptions } from '../fake/specs.js';
@@ -168,5 +168,16 @@ describe('detach: devices', () => {
     expect(fake.indexOf('sysfs.deleteDevice')).toBeLessThan(marked);
     expect(marked).toBeLessThan(fake.indexOf('iscsi.logout'));
     expect(fake.record('vol-a')!.phase).toBe('detaching');
+  });
+
+  it('a full state directory (the mark cannot be written) does not stop the unstage: logout, node record and record removal go on', async () => {
+    const fake = fakeWithTarget();
+    await staged(fake, 'vol-a', { lun: 0 });
+    fake.fail('metadata.save', new ResourceExhausted('the state directory /var/lib/iscsi-csi is full'), { match: 'detaching' });
+    await unstaged(fake, 'vol-a');
+    expect(fake.sessions()).toEqual([]);
+    expect(fake.ops('iscsi.deleteNode')).toHaveLength(1);
+    expect(fake.record('vol-a')).toBeUndefined();
+    expect(fake.warnings()).toContain('cannot mark the volume record detaching; detaching anyway');
   });
 });

@@ -2,7 +2,7 @@ import { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Internal } from '../../src/errors.js';
+import { Internal, ResourceExhausted } from '../../src/errors.js';
 import { Secret } from '../../src/log.js';
 import { MetadataStore, METADATA_SCHEMA_VERSION, secretPaths, type VolumeRecord } from '../../src/node-host/metadata.js';
 import { volumeKey } from '../../src/common/validate.js';
@@ -221,5 +221,26 @@ describe('MetadataStore.load validates the whole record', () => {
     await store.save(record('vol-ok'));
     await corrupt('vol-c', { portals: [3260] });
     expect((await store.list()).map((r) => r.volumeId)).toEqual(['vol-ok']);
+  });
+});
+
+describe('MetadataStore on a full state directory', () => {
+  const noSpace = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+
+  it('a write without space is RESOURCE_EXHAUSTED naming the state directory', async () => {
+    vi.spyOn(fsp, 'rename').mockRejectedValueOnce(noSpace());
+    const e = await store.save(record('pvc-full')).then(() => undefined, (err: unknown) => err);
+    expect(e).toBeInstanceOf(ResourceExhausted);
+    expect((e as Error).message).toContain(`the state directory ${stateDir} is full`);
+  });
+
+  it('a first record that cannot be written leaves no empty volume directory; an existing one keeps its record', async () => {
+    vi.spyOn(fsp, 'open').mockRejectedValueOnce(noSpace());
+    await expect(store.save(record('pvc-new'))).rejects.toThrow(ResourceExhausted);
+    await expect(fsp.access(store.volumeDir('pvc-new'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await store.save(record('pvc-old', { phase: 'attaching' }));
+    vi.spyOn(fsp, 'open').mockRejectedValueOnce(noSpace());
+    await expect(store.save(record('pvc-old'))).rejects.toThrow(ResourceExhausted);
+    expect((await store.load('pvc-old'))?.phase).toBe('attaching');
   });
 });
