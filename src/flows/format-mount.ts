@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { FsType } from '../common/validate.js';
 import type { MountTable, NodeHost } from './ports.js';
 import type { ProbeResult } from '../node-host/filesystem.js';
+import type { MountInfoEntry } from '../node-host/mounts.js';
 
 export async function formatAndMount(host: NodeHost, device: string, stagingPath: string, fsType: FsType, mountFlags: string[], readonly: boolean, log: Logger): Promise<void> {
   const found = await host.fs.probe(device);
@@ -18,7 +19,56 @@ export async function formatAndMount(host: NodeHost, device: string, stagingPath
     throw new FailedPrecondition(`${device} already holds ${describe(found)}, not the requested ${fsType}; refusing to reformat it (its data is left untouched)`);
   }
   await host.paths.ensureDir(stagingPath);
+  if (await mountedAlready(host, device, stagingPath, readonly, log)) return;
   await host.mounts.mount(device, stagingPath, fsType, readonly ? ['ro', ...mountFlags] : mountFlags);
+}
+
+/**
+ * Before a stage changes anything: the staging path is no symbolic link and no file, and whatever is
+ * mounted there already is this LUN's filesystem (a mount of an earlier call killed before it could
+ * record it), never another one: the stage would mount over it, and its undo unmount it.
+ */
+export async function checkStagingPath(host: NodeHost, stagingPath: string, kind: 'mount' | 'block', iqn: string, lun: number): Promise<void> {
+  await host.paths.checkTarget(stagingPath, 'directory');
+  // a block volume's staging path is not mounted on
+  if (kind === 'block') return;
+  const top = (await host.mounts.mountsAt(stagingPath)).at(-1);
+  if (!top) return;
+  if ((await lunMounts(host, iqn, lun)).some((m) => m.mountId === top.mountId)) return;
+  throw new FailedPrecondition(`${stagingPath} already has ${top.source} (${top.fsType}) mounted on it, which is not ${iqn} LUN ${lun}; refusing to mount over it (nothing was changed)`);
+}
+
+/**
+ * Every mount of the filesystem on a LUN's devices (its paths, their multipath map, and `alsoDevices`,
+ * e.g. the recorded device path), wherever it is: found by what is mounted, not by a path.
+ */
+export async function lunMounts(host: NodeHost, iqn: string, lun: number, alsoDevices: string[] = []): Promise<MountInfoEntry[]> {
+  const devices = new Set(alsoDevices);
+  for (const name of await host.sysfs.devicesForIqnLun(iqn, lun)) {
+    devices.add(host.devices.devicePath(name));
+    const holder = await host.sysfs.multipathHolder(name);
+    if (holder) devices.add(host.devices.devicePath(holder.dm));
+  }
+  const found = new Map<number, MountInfoEntry>();
+  for (const device of devices) for (const m of await host.mounts.mountsOfDevice(device)) found.set(m.mountId, m);
+  return [...found.values()];
+}
+
+/**
+ * The mount step found done: `device`'s filesystem is already the mount at `stagingPath` (the driver was
+ * killed while mount(8) ran, or before it recorded the stage), compared by what is mounted, not by the
+ * path. Something else there is refused.
+ */
+async function mountedAlready(host: NodeHost, device: string, stagingPath: string, readonly: boolean, log: Logger): Promise<boolean> {
+  const top = (await host.mounts.mountsAt(stagingPath)).at(-1);
+  if (!top) return false;
+  const ours = (await host.mounts.mountsOfDevice(device)).some((m) => m.mountId === top.mountId && m.root === '/');
+  if (!ours) throw new FailedPrecondition(`${stagingPath} already has ${top.source} (${top.fsType}) mounted on it, not ${device}; refusing to mount over it`);
+  if (top.mountOptions.includes('ro') !== readonly) {
+    throw new FailedPrecondition(`${device} is already mounted at ${stagingPath} ${readonly ? 'read-write' : 'read-only'}, not ${readonly ? 'read-only' : 'read-write'} as asked`);
+  }
+  log.info({ device, stagingPath }, 'the device is already mounted at the staging path (an earlier, interrupted stage): keeping that mount');
+  return true;
 }
 
 function describe(found: ProbeResult): string {

@@ -15,7 +15,7 @@ import { Mounts } from '../node-host/mounts.js';
 import { Multipath } from '../node-host/multipath.js';
 import { Sysfs } from '../node-host/sysfs.js';
 import { Udev } from '../node-host/udev.js';
-import { ensureDir, ensureFile, removeTarget } from '../node-host/target-paths.js';
+import { checkTarget, ensureDir, ensureFile, removeTarget } from '../node-host/target-paths.js';
 import { resolvePortals } from '../node-host/resolve.js';
 import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../common/probe-guard.js';
@@ -40,7 +40,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     udev: new Udev(cfg.host.udevDataDir, sysfs),
     metadata: new MetadataStore(cfg.stateDir),
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
-    paths: { ensureDir, ensureFile, removeTarget },
+    paths: { checkTarget, ensureDir, ensureFile, removeTarget },
     resolver: { resolvePortals },
     forgottenNodes: new ForgottenNodes(),
     probes: new ProbeGuard(),

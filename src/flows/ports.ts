@@ -87,6 +87,8 @@ export interface MountTable {
   mountsAt(path: string): Promise<MountInfoEntry[]>;
   mountState(path: string): Promise<MountState>;
   isMountPoint(path: string): Promise<boolean>;
+  /** the mounts of the filesystem on `device` (and binds of it), wherever they are; empty when the device is gone */
+  mountsOfDevice(device: string): Promise<MountInfoEntry[]>;
   mount(source: string, target: string, fsType: string, options: string[]): Promise<void>;
   bindMount(source: string, target: string, opts: BindMountOptions): Promise<void>;
   /** every mount stacked at `target`; nothing mounted is success */
@@ -128,8 +130,11 @@ export interface TargetLocks {
 
 /** The staging and target paths kubelet hands over: created when missing, removed when done. */
 export interface TargetPaths {
+  /** refuses a symbolic link, or a path of the wrong kind; a missing path is fine */
+  checkTarget(path: string, kind: 'directory' | 'file'): Promise<void>;
+  /** a directory to mount on (never through a symbolic link) */
   ensureDir(path: string): Promise<void>;
-  /** a regular file to bind a block device onto */
+  /** a regular file to bind a block device onto (never through a symbolic link) */
   ensureFile(path: string): Promise<void>;
   /** an unmounted target path: an empty directory or a file; anything else is refused */
   removeTarget(path: string): Promise<void>;

@@ -10,7 +10,7 @@ import type { TargetSpec } from '../contract/volume-context.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
 import { attach, type AttachPlan, type Attached } from './attach.js';
 import { detach } from './detach.js';
-import { formatAndMount, unmountIfMounted } from './format-mount.js';
+import { checkStagingPath, formatAndMount, unmountIfMounted } from './format-mount.js';
 import type { NodeHost } from './ports.js';
 
 export type VolumeAccess =
@@ -29,6 +29,7 @@ export interface StageSpec {
 
 /** `existing`: the volume's record found before the call (a stage whose mount or device is gone, or a half-done unstage). */
 export async function stage(host: NodeHost, spec: StageSpec, existing: VolumeRecord | null, log: Logger): Promise<void> {
+  await checkStagingPath(host, spec.stagingPath, spec.access.kind, spec.target.iqn, spec.target.lun);
   if (existing?.phase === 'detaching') {
     // an unstage that failed half way (its logout timed out): finish it from its own record first, so
     // a session to portals this request no longer names is not left behind

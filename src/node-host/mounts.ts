@@ -116,6 +116,26 @@ export class Mounts {
     return (await this.list()).filter((m) => m.mountPoint === target);
   }
 
+  /**
+   * The mounts of the filesystem on block device `device` (any path to its node), wherever they are:
+   * matched by the device number (mountinfo's major:minor), or for a filesystem with an anonymous one
+   * (btrfs: 0:N) by the device number of the mount's source. Bind mounts of it count too. Empty when
+   * the device node is gone (then nothing can be told by its number).
+   */
+  async mountsOfDevice(device: string): Promise<MountInfoEntry[]> {
+    const dev = await blockDeviceNumber(device);
+    if (!dev) return [];
+    const out: MountInfoEntry[] = [];
+    for (const m of await this.list()) {
+      if (m.major === dev.major && m.minor === dev.minor) out.push(m);
+      else if (m.major === 0 && m.source.startsWith('/')) {
+        const src = await blockDeviceNumber(m.source);
+        if (src && src.major === dev.major && src.minor === dev.minor) out.push(m);
+      }
+    }
+    return out;
+  }
+
   /** Whether `path` is a mount point, and whether that mount is stale. */
   async mountState(path: string): Promise<MountState> {
     const entries = await this.mountsAt(path);
@@ -200,5 +220,20 @@ export class Mounts {
 
   private error(what: string, r: RunResult, tool: string): Internal {
     return new Internal(`${what} failed: ${firstLine(r).replace(/^(mount|umount): /, '')} (${tool} exit ${r.exitCode})`);
+  }
+}
+
+/** major:minor of a block device node (Linux dev_t layout), or null when `path` is not one. */
+export async function blockDeviceNumber(path: string): Promise<{ major: number; minor: number } | null> {
+  try {
+    const st = await fs.stat(path, { bigint: true });
+    if (!st.isBlockDevice()) return null;
+    const rdev = st.rdev;
+    return {
+      major: Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn)),
+      minor: Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn)),
+    };
+  } catch {
+    return null;
   }
 }

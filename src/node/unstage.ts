@@ -4,7 +4,7 @@ import { FailedPrecondition } from '../errors.js';
 import type { NodeUnstageVolumeRequest, NodeUnstageVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/ports.js';
-import { unmountIfMounted } from '../flows/format-mount.js';
+import { lunMounts, unmountIfMounted } from '../flows/format-mount.js';
 import { unstage } from '../flows/stage.js';
 import { parsePath, parseVolumeIdField } from './request.js';
 
@@ -22,6 +22,12 @@ export async function unstageVolume(host: NodeHost, req: NodeUnstageVolumeReques
   if (!record) {
     ctx.logger.debug('no record: not staged on this node');
     return {};
+  }
+  // the devices are deleted next: never under a mount of their filesystem the unmounts above did not
+  // remove (made by hand, or through a symbolic link by an older driver)
+  const leftover = await lunMounts(host, record.iqn, record.lun, record.devicePath ? [record.devicePath] : []);
+  if (leftover.length > 0) {
+    throw new FailedPrecondition(`volume ${volumeId}'s filesystem is still mounted at ${leftover.map((m) => m.mountPoint).join(', ')}, which is not its staging path; its devices are not deleted under a mount: unmount it, then unstage again`);
   }
   await unstage(host, record, ctx.logger);
   return {};

@@ -2,7 +2,7 @@
 // unstage still converge, and nothing is leaked (no session, node record, iface, record or mount).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { CsiClient } from '../helpers/client.js';
@@ -15,6 +15,10 @@ let host: SimulatedHost;
 let stateDir: string;
 let configFile: string;
 let endpoint: string;
+/** while this file exists, mount(8) (through the wrapper below) hangs once it has mounted, as a driver killed mid-mount sees it */
+let mountHangFlag: string;
+/** the hanging wrapper's pid (it is this test's to end) */
+let mountHangPid: string;
 
 beforeAll(async () => {
   host = await SimulatedHost.create();
@@ -23,7 +27,20 @@ beforeAll(async () => {
   endpoint = `unix://${stateDir}/csi.sock`;
   const cfg = simDriverConfig(host, stateDir, 'node', endpoint);
   configFile = join(stateDir, 'config.yaml');
-  writeFileSync(configFile, stringify({ stateDir, nodeId: cfg.nodeId, host: cfg.host, commands: { iscsiadm: cfg.commands.iscsiadm, multipath: cfg.commands.multipath, multipathd: cfg.commands.multipathd }, timeouts: { deviceWaitMs: 20_000 } }));
+  mountHangFlag = join(stateDir, 'mount-hangs');
+  mountHangPid = join(stateDir, 'mount-hang.pid');
+  const mountWrapper = join(stateDir, 'mount');
+  writeFileSync(mountWrapper, [
+    '#!/bin/sh',
+    `[ -e '${mountHangFlag}' ] || exec mount "$@"`,
+    'mount "$@" || exit $?',
+    `echo $$ > '${mountHangPid}'`,
+    'exec sleep 600',
+    '',
+  ].join('\n'));
+  chmodSync(mountWrapper, 0o755);
+  const mount = { ...cfg.commands.mount, argv: [mountWrapper] };
+  writeFileSync(configFile, stringify({ stateDir, nodeId: cfg.nodeId, host: cfg.host, commands: { iscsiadm: cfg.commands.iscsiadm, multipath: cfg.commands.multipath, multipathd: cfg.commands.multipathd, mount }, timeouts: { deviceWaitMs: 20_000 } }));
 });
 const started: ChildProcess[] = [];
 afterAll(async () => {
@@ -85,6 +102,54 @@ describe('a driver killed mid-stage', () => {
     expect(existsSync(join(host.root, 'var/lib/iscsi/nodes', iqn))).toBe(false);
     expect(readdirSync(join(stateDir, 'volumes'))).toEqual([]);
     expect(readFileSync('/proc/self/mountinfo', 'utf8')).not.toContain(staging);
+    client.close();
+    driver.kill('SIGTERM');
+    await new Promise((r) => driver.once('exit', r));
+  });
+
+  it('killed while mount(8) runs: the retried stage finds its own mount (same device, same path) and answers OK', async () => {
+    const iqn = 'iqn.2026-11.dev.test:crash-mount';
+    await host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
+    const staging = join(stateDir, 'staging-mount');
+    const req = { volume_id: 'crash-mount', staging_target_path: staging, volume_capability: mountCapability('ext4'), volume_context: { targetPortal: host.portals[0]!, iqn, lun: '1' } };
+    const mountsAt = (): string[] => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')[4] ?? '').filter((m) => m === staging);
+
+    writeFileSync(mountHangFlag, '');
+    let driver = await startDriverProcess();
+    let client = new CsiClient(endpoint);
+    const pending = client.call('Node', 'NodeStageVolume', req).catch((e: Error) => e);
+    try {
+      // the filesystem is mounted, mount(8) has not returned: kill the driver now
+      for (let i = 0; i < 1500 && !existsSync(mountHangPid); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(existsSync(mountHangPid)).toBe(true);
+      expect(mountsAt()).toEqual([staging]);
+      driver.kill('SIGKILL');
+      await new Promise((r) => driver.once('exit', r));
+      client.close();
+      await pending;
+    } finally {
+      rmSync(mountHangFlag, { force: true });
+      if (existsSync(mountHangPid)) {
+        try { process.kill(Number(readFileSync(mountHangPid, 'utf8')), 'SIGKILL'); } catch { /* gone already */ }
+        rmSync(mountHangPid);
+      }
+    }
+    // the interrupted stage's record is on disk, still `attaching`
+    const recordDir = readdirSync(join(stateDir, 'volumes')).find((d) => d.startsWith('crash-mount-'))!;
+    expect(JSON.parse(readFileSync(join(stateDir, 'volumes', recordDir, 'iscsi.json'), 'utf8'))).toMatchObject({ phase: 'attaching' });
+
+    driver = await startDriverProcess();
+    client = new CsiClient(endpoint);
+    await client.call('Node', 'NodeStageVolume', req);
+    // the earlier mount is kept, not stacked on, and the volume works
+    expect(mountsAt()).toEqual([staging]);
+    writeFileSync(join(staging, 'after-crash.txt'), 'written');
+    expect(readFileSync(join(staging, 'after-crash.txt'), 'utf8')).toBe('written');
+    await client.call('Node', 'NodeStageVolume', req);
+    await client.call('Node', 'NodeUnstageVolume', { volume_id: req.volume_id, staging_target_path: staging });
+    expect(mountsAt()).toEqual([]);
+    expect((await host.sessions()).filter((s) => s.target === iqn)).toEqual([]);
+    expect(readdirSync(join(stateDir, 'volumes')).filter((d) => d.startsWith('crash-mount-'))).toEqual([]);
     client.close();
     driver.kill('SIGTERM');
     await new Promise((r) => driver.once('exit', r));

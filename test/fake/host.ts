@@ -156,6 +156,8 @@ export class FakeHost {
   private readonly mountList: Mount[] = [];
   private readonly dirs = new Set<string>();
   private readonly files = new Set<string>();
+  /** symbolic links kubelet's paths may be (the driver must never mount through one) */
+  private readonly symlinks = new Set<string>();
   private readonly records = new Map<string, VolumeRecord>();
   private readonly dns = new Map<string, string>();
   private readonly held: string[] = [];
@@ -192,6 +194,12 @@ export class FakeHost {
   }
 
   // --- set-up ----------------------------------------------------------------------------------------
+
+  /** Something already at a staging or target path: a symbolic link, a regular file or a directory. */
+  placeAt(path: string, what: 'symlink' | 'file' | 'directory'): this {
+    ({ symlink: this.symlinks, file: this.files, directory: this.dirs })[what].add(path);
+    return this;
+  }
 
   addTarget(spec: FakeTarget): this {
     const luns = new Map<number, Lun>();
@@ -658,6 +666,11 @@ export class FakeHost {
     });
     const at = (path: string): Mount[] => this.mountList.filter((m) => m.target === path);
     return {
+      mountsOfDevice: async (device) => {
+        this.step('mounts.mountsOfDevice', device);
+        const lun = this.resolveDevice(device)?.lun;
+        return lun ? this.mountList.filter((m) => (this.resolveDevice(m.source)?.lun ?? this.mountedLun(m.source)) === lun).map(entry) : [];
+      },
       mountsAt: async (path) => {
         this.step('mounts.mountsAt', path);
         return at(path).map(entry);
@@ -796,13 +809,25 @@ export class FakeHost {
   }
 
   private targetPaths(): TargetPaths {
+    // the rules of src/node-host/target-paths.ts, with the same codes
+    const checkKind = (path: string, kind: 'directory' | 'file'): void => {
+      if (this.symlinks.has(path)) throw new FailedPrecondition(`${path} is a symbolic link; the driver does not mount through links`);
+      if (kind === 'directory' && this.files.has(path)) throw new FailedPrecondition(`${path} exists and is a regular file: a filesystem volume is mounted on a directory`);
+      if (kind === 'file' && this.dirs.has(path)) throw new FailedPrecondition(`${path} exists and is a directory: a block volume is bound onto a regular file`);
+    };
     return {
+      checkTarget: async (path, kind) => {
+        this.step('paths.checkTarget', `${path} ${kind}`);
+        checkKind(path, kind);
+      },
       ensureDir: async (path) => {
         this.step('paths.ensureDir', path);
+        checkKind(path, 'directory');
         this.dirs.add(path);
       },
       ensureFile: async (path) => {
         this.step('paths.ensureFile', path);
+        checkKind(path, 'file');
         this.files.add(path);
       },
       removeTarget: async (path) => {
