@@ -137,19 +137,21 @@ export function parsePortals(targetPortal: string | undefined, portals: string |
 
 /** The kernel's designator forms (scsi_lib.c scsi_vpd_lun_id): NAA 8/16 bytes, EUI-64 8/12/16 bytes in lowercase hex. */
 const WWID_HEX_RE = /^(naa\.([0-9a-f]{16}|[0-9a-f]{32})|eui\.([0-9a-f]{16}|[0-9a-f]{24}|[0-9a-f]{32}))$/;
-/** A T10 vendor id (`t10.` + the escaped string) or a SCSI name string (`iqn.…`, `eui.…`, `naa.…`): printable ASCII. */
-const WWID_TEXT_RE = /^(t10\.|iqn\.|eui\.|naa\.)[\x20-\x7e]+$/;
-/** the kernel's buffer for the wwid attribute is a page, a SCSI name string at most 256 bytes */
+/** A SCSI name string, copied raw by the kernel: `iqn.…`, or `naa.` / `eui.` and hex digits. */
+const WWID_NAME_RE = /^(iqn\.[\x21-\x7e]+|(naa|eui)\.[0-9A-Fa-f]{1,64})$/;
+/** A T10 vendor id designator: `t10.` and the escaped string (spaces kept). */
+const WWID_T10_RE = /^t10\.[\x20-\x7e]+$/;
+/** the SCSI name string designator holds at most 255 bytes */
 const WWID_MAX_LENGTH = 256;
 
 /**
  * A LUN's WWID as the kernel shows it in `/sys/block/sdX/device/wwid` (e.g. `naa.6000…`, tgt's LUNs;
- * `naa.6001405…`, LIO's). NAA and EUI hex is lowercased, as the kernel prints it.
+ * `naa.6001405…`, LIO's). NAA and EUI-64 designators are lowercased, as the kernel prints them.
  */
 export function parseWwid(value: string): string {
   const hex = value.toLowerCase();
   if (WWID_HEX_RE.test(hex)) return hex;
-  if (value.length <= WWID_MAX_LENGTH && WWID_TEXT_RE.test(value) && !/^(naa|eui)\.[0-9a-fA-F]*$/.test(value)) return value;
+  if (value.length <= WWID_MAX_LENGTH && (WWID_NAME_RE.test(value) || WWID_T10_RE.test(value))) return value;
   throw new InvalidArgument(`${CONTEXT_KEYS.wwid} ${JSON.stringify(value.slice(0, 80))} is not a WWID as the kernel shows it in /sys/block/sdX/device/wwid (naa.<16 or 32 hex digits>, eui.<16, 24 or 32 hex digits>, t10.<vendor id>, or a SCSI name string)`);
 }
 

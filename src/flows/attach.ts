@@ -12,6 +12,7 @@ import type { MultipathHolder } from '../node-host/sysfs.js';
 import type { Logger } from '../log.js';
 import { clonedIfaceName, formatPortal, parsePortal, type Portal } from '../common/validate.js';
 import type { NodeHost } from './ports.js';
+import { checkMapIdentity, checkPathIdentity } from './identity.js';
 import type { TargetSpec } from '../contract/volume-context.js';
 
 /** What an attach will use, known before it changes anything on the host. */
@@ -36,6 +37,8 @@ export interface Attached {
   devicePath: string;
   paths: AttachedPath[];
   multipath?: { dm: string; name: string; wwid: string };
+  /** the LUN's kernel WWID (`device/wwid`), checked on every path; absent when no path has one */
+  wwid?: string;
   deadPortals: { portal: string; reason: string }[];
   /**
    * The name to record for the staged device, looked up when asked (at the end of a stage): the first
@@ -72,9 +75,12 @@ export async function attach(host: NodeHost, target: TargetSpec, volumeId: strin
   const { iface, transport } = await prepareIface(host, plan.target, plan.clonedIface, log);
   const outcomes = await connectPortals(host, plan.target, iface, log);
   const found = await waitForPaths(host, plan.target, outcomes, transport, log);
+  // before anything can write to them: every path is the volume's LUN, then the map over them
+  const wwid = await checkPathIdentity(host, plan.target, found.paths);
   const multipath = await findMultipath(host, found.paths, log);
+  if (multipath) checkMapIdentity(plan.target, multipath, wwid);
   const devicePath = multipath ? host.devices.devicePath(multipath.dm) : found.paths[0]!.stablePath;
-  const attached = { devicePath, ...found, ...(multipath ? { multipath } : {}) };
+  const attached = { devicePath, ...found, ...(multipath ? { multipath } : {}), ...(wwid ? { wwid } : {}) };
   return { ...attached, stableDevicePath: () => stableDevicePath(host, plan.target, attached, transport) };
 }
 

@@ -13,6 +13,7 @@ export async function formatAndMount(host: NodeHost, device: string, stagingPath
   const found = await host.fs.probe(device);
   if (!found.hasData) {
     if (readonly) throw new FailedPrecondition(`${device} holds no filesystem and the volume is read-only: nothing to mount`);
+    await refuseUnrecognisedData(host, device);
     await host.fs.mkfs(device, fsType);
     log.info({ device, fsType }, 'formatted an empty device');
   } else if (found.fsType !== fsType || found.ambivalent) {
@@ -69,6 +70,18 @@ async function mountedAlready(host: NodeHost, device: string, stagingPath: strin
   }
   log.info({ device, stagingPath }, 'the device is already mounted at the staging path (an earlier, interrupted stage): keeping that mount');
   return true;
+}
+
+/**
+ * blkid finding nothing is not enough: an empty device also reads as zeros in its first and last MiB.
+ * Anything there (a partition table or an encrypted volume's header blkid does not know, a backup GPT,
+ * the tail of a filesystem whose start was wiped) is data.
+ */
+async function refuseUnrecognisedData(host: NodeHost, device: string): Promise<void> {
+  const regions = await host.fs.nonZeroEdges(device);
+  if (regions.length > 0) {
+    throw new FailedPrecondition(`${device} holds data blkid does not recognise (non-zero bytes in its ${regions.join(' and ')}); refusing to format it (nothing was written; wipe the device if it really is free)`);
+  }
 }
 
 function describe(found: ProbeResult): string {

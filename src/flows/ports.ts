@@ -8,7 +8,7 @@ import type { SingleFlight } from '../common/single-flight.js';
 import type { Portal } from '../common/validate.js';
 import type { ChapCredentials } from '../contract/chap.js';
 import type { DeviceWaitResult, HolderWaitResult, LunName, WaitFailure, WaitOptions } from '../node-host/devices.js';
-import type { FsStats, ProbeResult } from '../node-host/filesystem.js';
+import type { EdgeRegion, FsStats, ProbeResult } from '../node-host/filesystem.js';
 import type { DiscoveryRef, IfaceRecord, IscsiOutcome, IscsiValue, NodeRef, PortalTarget, RecordSettings } from '../node-host/iscsiadm.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
 import type { BindMountOptions, MountInfoEntry, MountState } from '../node-host/mounts.js';
@@ -51,6 +51,8 @@ export interface ScsiView {
   deleteDevice(name: string): Promise<boolean>;
   rescanDevice(name: string): Promise<void>;
   multipathHolder(name: string): Promise<MultipathHolder | null>;
+  /** `block/<name>/device/wwid` (`naa.6…`); null when the device is gone or has no identity */
+  deviceWwid(name: string): Promise<string | null>;
 }
 
 /** Device nodes and their stable names under the /dev root, and the event-driven waits for them. */
@@ -61,6 +63,8 @@ export interface DeviceNodes {
   waitForLunDevice(scsiHost: number, lun: number, name: LunName, opts: WaitOptions): Promise<DeviceWaitResult>;
   waitForDeviceRemoved(name: string, opts: WaitOptions): Promise<{ ok: true; waitedMs: number } | WaitFailure>;
   waitForMultipathHolder(name: string, opts: WaitOptions): Promise<HolderWaitResult>;
+  /** the device node a recorded path (a by-path link, /dev/dm-N) leads to now, or null when gone */
+  resolveDevice(path: string): Promise<string | null>;
 }
 
 /** Waits for the kernel to report a grown capacity of path devices (after their rescan). */
@@ -105,6 +109,8 @@ export interface FilesystemTools {
   /** null when the directory can be read, else what went wrong */
   readDirectory(path: string): Promise<string | null>;
   blockDeviceSize(device: string): Promise<number>;
+  /** which of the device's first and last MiB hold a non-zero byte (a bounded read, with a timeout) */
+  nonZeroEdges(device: string): Promise<EdgeRegion[]>;
   flushBuffers(device: string): Promise<void>;
 }
 

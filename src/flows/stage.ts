@@ -99,6 +99,7 @@ function stagedRecord(attaching: VolumeRecord, attached: Attached, devicePath: s
     devicePath,
     devices: attached.paths.map((p) => p.device),
     ...(attached.multipath ? { multipath: attached.multipath } : {}),
+    ...(attached.wwid ? { wwid: attached.wwid } : {}),
     stagedAt: new Date().toISOString(),
   };
 }

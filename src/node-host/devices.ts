@@ -223,6 +223,11 @@ export class Devices {
     return number === null || number === `${major(st.rdev)}:${minor(st.rdev)}`;
   }
 
+  /** The device node `path` (a by-path link, /dev/dm-N) leads to now, or null when it is gone. */
+  resolveDevice(path: string): Promise<string | null> {
+    return resolveExisting(path);
+  }
+
   /** An existing, resolving by-path link for the LUN right now (no waiting), or null. */
   async findByPath(portal: Portal, iqn: string, lun: number, transport = DEFAULT_TRANSPORT): Promise<{ device: string; link: string } | null> {
     if (transport !== DEFAULT_TRANSPORT) return this.findOffloadLink(this.offloadLinkMatcher(portal, iqn, lun));

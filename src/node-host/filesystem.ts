@@ -1,8 +1,8 @@
 // Filesystems on block devices: probe (never format a device that holds anything), mkfs, online grow,
 // usage statistics, device size and buffer flush. Every tool runs through the CommandRunner.
 import { promises as fs } from 'node:fs';
-import type { NodeConfig } from '../config.js';
-import { errnoCode, FailedPrecondition, Internal, NotFound, Unavailable } from '../errors.js';
+import type { NodeConfig, TimeoutConfig } from '../config.js';
+import { CsiError, errnoCode, FailedPrecondition, Internal, NotFound, Unavailable } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { CommandRunner, RunResult } from '../runner.js';
 import { parseFsType, type FsType } from '../common/validate.js';
@@ -13,6 +13,12 @@ const BLKID_NOTHING = 2;
 const BLKID_AMBIVALENT = 8;
 /** Enough to tell an unreadable or zero-sized device from an empty one. */
 const READ_CHECK_BYTES = 4096;
+/** What must read as zeros, at each end, before a device blkid finds nothing on counts as empty. */
+export const EDGE_BYTES = 1024 * 1024;
+const DEFAULT_DEVICE_READ_MS = 10_000;
+
+/** Where a device blkid calls empty still holds data: a partition table, a LUKS or other header blkid misses. */
+export type EdgeRegion = 'first MiB' | 'last MiB';
 
 export interface ProbeResult {
   /**
@@ -71,6 +77,7 @@ export interface FsStats {
 
 export interface FilesystemConfig {
   node: Pick<NodeConfig, 'mkfsOptions'>;
+  timeouts?: Pick<TimeoutConfig, 'deviceReadMs'>;
 }
 
 export class Filesystem {
@@ -106,6 +113,25 @@ export class Filesystem {
       throw new Unavailable(`device ${device} cannot be read (${errnoCode(e) ?? (e as Error).message}); refusing to treat it as empty`);
     } finally {
       await handle?.close();
+    }
+  }
+
+  /**
+   * Which of the device's first and last MiB hold a non-zero byte: read in this process (two bounded
+   * reads), given timeouts.deviceReadMs in all; a read that does not finish by then fails (UNAVAILABLE):
+   * a device that cannot be read is never called empty.
+   */
+  async nonZeroEdges(device: string): Promise<EdgeRegion[]> {
+    const sizeBytes = await this.blockDeviceSize(device);
+    const timeoutMs = this.cfg.timeouts?.deviceReadMs ?? DEFAULT_DEVICE_READ_MS;
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Unavailable(`reading the first and last MiB of ${device} did not finish within ${timeoutMs} ms; refusing to treat it as empty`)), timeoutMs);
+    });
+    try {
+      return await Promise.race([readEdges(device, sizeBytes), deadline]);
+    } finally {
+      clearTimeout(timer);
     }
   }
 
@@ -169,6 +195,35 @@ export class Filesystem {
 
   private error(what: string, r: RunResult, tool: string): Internal {
     return new Internal(`${what} failed: ${lastLine(r)} (${tool} exit ${r.exitCode})`);
+  }
+}
+
+/** The device's first and last EDGE_BYTES (the whole device when it is smaller), each checked for a non-zero byte. */
+async function readEdges(device: string, sizeBytes: number): Promise<EdgeRegion[]> {
+  const length = Math.min(EDGE_BYTES, sizeBytes);
+  if (length === 0) throw new FailedPrecondition(`device ${device} has no data to read (size 0); refusing to treat it as empty`);
+  let handle: fs.FileHandle | undefined;
+  try {
+    handle = await fs.open(device, 'r');
+    const zeros = Buffer.alloc(length);
+    const found: EdgeRegion[] = [];
+    for (const [region, offset] of [['first MiB', 0], ['last MiB', sizeBytes - length]] as const) {
+      const buf = Buffer.alloc(length);
+      let done = 0;
+      while (done < length) {
+        const { bytesRead } = await handle.read(buf, done, length - done, offset + done);
+        if (bytesRead === 0) throw new Unavailable(`device ${device} ended at byte ${offset + done}, before its size of ${sizeBytes} bytes; refusing to treat it as empty`);
+        done += bytesRead;
+      }
+      if (!buf.equals(zeros)) found.push(region);
+    }
+    return found;
+  } catch (e) {
+    if (e instanceof CsiError) throw e;
+    if (errnoCode(e) === 'ENOENT') throw new NotFound(`device ${device} does not exist`);
+    throw new Unavailable(`device ${device} cannot be read (${errnoCode(e) ?? (e as Error).message}); refusing to treat it as empty`);
+  } finally {
+    await handle?.close();
   }
 }
 

@@ -367,6 +367,15 @@ export class Sysfs {
     return text !== null && /^\d+:\d+$/.test(text) ? text : null;
   }
 
+  /**
+   * The LUN's identity as the kernel read it from VPD page 0x83 (`block/<name>/device/wwid`, e.g.
+   * `naa.6000…`); null when the device is gone or the kernel has none for it (no page 0x83: ENXIO).
+   */
+  async deviceWwid(name: string): Promise<string | null> {
+    const text = await readAttr(this.path('block', assertDeviceName(name), 'device', 'wwid'));
+    return text === null || text === '' ? null : text;
+  }
+
   /** Whether `block/<name>` exists. */
   async deviceExists(name: string): Promise<boolean> {
     try {

@@ -5,6 +5,7 @@ import type { NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublish
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/ports.js';
 import { unmountIfMounted } from '../flows/format-mount.js';
+import { checkStagedDevice } from '../flows/identity.js';
 import { parseFsType } from '../common/validate.js';
 import { CONTEXT_KEYS } from '../contract/volume-context.js';
 import { parsePath, parseVolumeIdField, volumeAccess } from './request.js';
@@ -39,6 +40,7 @@ export async function publishVolume(host: NodeHost, req: NodePublishVolumeReques
 
   if (access.kind === 'block') {
     if (!record.devicePath) throw new FailedPrecondition(`volume ${volumeId} has no recorded device`);
+    await checkStagedDevice(host, record);
     await host.paths.ensureFile(targetPath);
     await host.mounts.bindMount(record.devicePath, targetPath, { readonly, options: [] });
   } else {

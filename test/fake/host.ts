@@ -15,7 +15,7 @@ import { formatPortal, parsePortal, type FsType, type Portal } from '../../src/c
 import { iscsiExitMessage, iscsiExitName, ISCSI_EXIT } from '../../src/node-host/iscsi-exit.js';
 import type { IfaceRecord, IscsiFailure, IscsiOutcome, NodeRef, PortalTarget } from '../../src/node-host/iscsiadm.js';
 import type { VolumeRecord } from '../../src/node-host/metadata.js';
-import { probeFrom } from '../../src/node-host/filesystem.js';
+import { probeFrom, type EdgeRegion } from '../../src/node-host/filesystem.js';
 import type { MountInfoEntry, MountState } from '../../src/node-host/mounts.js';
 import type { IscsiSessionInfo, MultipathHolder } from '../../src/node-host/sysfs.js';
 import type { MultipathClaim } from '../../src/node-host/udev.js';
@@ -37,6 +37,10 @@ export interface FakeLunSpec {
   sizeBytes?: number;
   /** a filesystem already on the LUN (ext4, xfs, …) */
   fs?: string;
+  /** the kernel's WWID of the LUN (default: a made-up `naa.6001405…`); null: the device has none readable */
+  wwid?: string | null;
+  /** ends of the LUN holding data blkid does not recognise (a partition table, a LUKS header it misses) */
+  edges?: EdgeRegion[];
 }
 
 export interface FakeTarget {
@@ -73,12 +77,16 @@ export interface Faults {
   byPathLinks: 'with-device' | 'after-mount' | 'never';
   /** paths whose I/O (read, statfs) hangs until `releaseIo` */
   ioHangs: Set<string>;
+  /** portal (`addr:port`) → the WWID its newly scanned devices present instead of their LUN's (a stale device, a LUN number reused) */
+  staleWwid: Map<string, string>;
 }
 
 interface Lun {
   iqn: string;
   lun: number;
-  wwid: string;
+  /** the kernel's WWID (`device/wwid`), null when none is readable */
+  wwid: string | null;
+  edges: EdgeRegion[];
   sizeBytes: number;
   fs: string | null;
   /** size of the filesystem (as made or last grown) */
@@ -103,6 +111,8 @@ interface ScsiDevice {
   /** the capacity the kernel knows (re-read on rescan) */
   sizeBytes: number;
   state: string;
+  /** what `device/wwid` reads: the LUN's, unless the device is another LU's */
+  wwid: string | null;
 }
 
 interface DmMap {
@@ -142,6 +152,7 @@ export class FakeHost {
   readonly log: Logger;
   readonly faults: Faults = {
     portalsDown: new Set(), noDevice: new Set(), multipathd: 'off', claim: 'unknown', byPathLinks: 'with-device', ioHangs: new Set(),
+    staleWwid: new Map(),
   };
   readonly host: NodeHost;
 
@@ -205,10 +216,23 @@ export class FakeHost {
     const luns = new Map<number, Lun>();
     for (const [n, l] of Object.entries(spec.luns)) {
       const sizeBytes = l.sizeBytes ?? DEFAULT_LUN_BYTES;
-      luns.set(Number(n), { iqn: spec.iqn, lun: Number(n), wwid: `36001405${String(++this.counters.wwid).padStart(24, '0')}`, sizeBytes, fs: l.fs ?? null, fsBytes: l.fs ? sizeBytes : 0 });
+      const wwid = l.wwid === undefined ? `naa.6001405${String(++this.counters.wwid).padStart(25, '0')}` : l.wwid;
+      luns.set(Number(n), { iqn: spec.iqn, lun: Number(n), wwid, edges: l.edges ?? [], sizeBytes, fs: l.fs ?? null, fsBytes: l.fs ? sizeBytes : 0 });
     }
     this.targets.set(spec.iqn, { spec, luns });
     return this;
+  }
+
+  /** The kernel's WWID of a LUN, as a controller would hand it out. */
+  wwidOf(iqn: string, lun: number): string | null {
+    return this.lunOf(iqn, lun).wwid;
+  }
+
+  /** A device name now belongs to another LU (its LUN was replaced under the same sdX name). */
+  presentOtherWwid(device: string, wwid: string): void {
+    const d = this.scsiDevices.get(device);
+    if (!d) throw new Error(`no device ${device}`);
+    d.wwid = wwid;
   }
 
   addIface(name: string, transport = 'tcp'): this {
@@ -392,7 +416,7 @@ export class FakeHost {
     if (!l || this.faults.noDevice.has(s.key)) return undefined;
     const present = [...this.scsiDevices.values()].find((d) => d.host === s.host && d.lun === l);
     if (present) return present;
-    const d: ScsiDevice = { name: diskName(this.counters.disk++), sid: s.sid, host: s.host, lun: l, sizeBytes: l.sizeBytes, state: 'running' };
+    const d: ScsiDevice = { name: diskName(this.counters.disk++), sid: s.sid, host: s.host, lun: l, sizeBytes: l.sizeBytes, state: 'running', wwid: this.faults.staleWwid.get(s.key) ?? l.wwid };
     this.scsiDevices.set(d.name, d);
     if (this.faults.byPathLinks === 'with-device') this.links.set(this.linkOf(d), d.name);
     if (this.faults.multipathd === 'at-once') this.takeIntoMap(l);
@@ -406,7 +430,9 @@ export class FakeHost {
     let map = [...this.dmMaps.values()].find((m) => m.lun === l);
     if (!map) {
       const n = this.counters.dm++;
-      map = { dm: `dm-${n}`, name: `mpath${String.fromCharCode(97 + n)}`, wwid: l.wwid, lun: l, sizeBytes: paths[0]!.sizeBytes, slaves: new Set() };
+      // multipath's WWID: udev's ID_SERIAL, "3" and the NAA hex
+      const wwid = (paths[0]!.wwid ?? `naa.${l.iqn}/${l.lun}`).replace(/^naa\./, '3');
+      map = { dm: `dm-${n}`, name: `mpath${String.fromCharCode(97 + n)}`, wwid, lun: l, sizeBytes: paths[0]!.sizeBytes, slaves: new Set() };
       this.dmMaps.set(map.dm, map);
     }
     for (const p of paths) map.slaves.add(p.name);
@@ -606,6 +632,10 @@ export class FakeHost {
         this.step('sysfs.multipathHolder', name);
         return holder(this.holderOf(name));
       },
+      deviceWwid: async (name) => {
+        this.step('sysfs.deviceWwid', name);
+        return this.scsiDevices.get(name)?.wwid ?? null;
+      },
     };
   }
 
@@ -638,6 +668,11 @@ export class FakeHost {
         if (d && this.faults.multipathd === 'while-waited') this.takeIntoMap(d.lun);
         const map = this.holderOf(name);
         return map ? { ok: true, holder: holder(map)!, device: `${DEV_ROOT}/${map.dm}`, waitedMs: 0 } : timedOut(opts);
+      },
+      resolveDevice: async (path) => {
+        this.step('devices.resolveDevice', path);
+        const name = this.links.get(path) ?? (path.startsWith(`${DEV_ROOT}/`) ? path.slice(DEV_ROOT.length + 1) : undefined);
+        return name !== undefined && (this.scsiDevices.has(name) || this.dmMaps.has(name)) ? `${DEV_ROOT}/${name}` : null;
       },
     };
   }
@@ -742,6 +777,10 @@ export class FakeHost {
       readDirectory: async (path) => {
         this.step('fs.readDirectory', path);
         return this.hang(path, () => null);
+      },
+      nonZeroEdges: async (path) => {
+        this.step('fs.nonZeroEdges', path);
+        return [...device(path).lun.edges];
       },
       blockDeviceSize: async (path) => {
         this.step('fs.blockDeviceSize', path);
