@@ -3,31 +3,29 @@
 // the device is never smaller than the reported capacity.
 import type { CapacityRange } from '../csi/types.js';
 import { InvalidArgument } from '../errors.js';
+import { exactByteCount, limitByteCount, requiredByteCount } from '../common/byte-counts.js';
 
 /** tgtd exposes backing files in 512-byte blocks; a file is rounded up to this so no byte is cut off. */
 export const SECTOR_BYTES = 512;
 
 export interface Range {
-  /** 0 = not given */
+  /** 0 = not given; at most MAX_BYTE_COUNT */
   required: number;
-  /** 0 = no limit */
+  /** 0 = no limit (also a limit above MAX_BYTE_COUNT: nothing this driver makes reaches it) */
   limit: number;
 }
 
-function checkBytes(value: number | undefined, field: string): number {
-  const v = value ?? 0;
-  if (!Number.isSafeInteger(v) || v < 0) throw new InvalidArgument(`capacity_range.${field} must be a non-negative integer, got ${v}`);
-  return v;
-}
-
-/** Validates a request's capacity_range (null = none given). */
+/** Validates a request's capacity_range (null = none given): sizes exact, never rounded (src/common/byte-counts.ts). */
 export function parseRange(range: CapacityRange | null | undefined): Range {
-  const required = checkBytes(range?.required_bytes, 'required_bytes');
-  const limit = checkBytes(range?.limit_bytes, 'limit_bytes');
-  if (limit > 0 && required > limit) {
+  const required = exactByteCount(range?.required_bytes, 'capacity_range.required_bytes');
+  const limit = exactByteCount(range?.limit_bytes, 'capacity_range.limit_bytes');
+  if (limit > 0n && required > limit) {
     throw new InvalidArgument(`capacity_range.required_bytes (${required}) is larger than limit_bytes (${limit})`);
   }
-  return { required, limit };
+  return {
+    required: requiredByteCount(range?.required_bytes, 'capacity_range.required_bytes'),
+    limit: limitByteCount(range?.limit_bytes, 'capacity_range.limit_bytes'),
+  };
 }
 
 /** Size of a new volume: the required bytes; with only a limit, the default capped at the limit; else the default. */

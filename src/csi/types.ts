@@ -1,7 +1,8 @@
 // CSI v1.12.0 messages of the Identity, Controller and Node services, as they look once decoded by
 // @grpc/proto-loader with CSI_LOADER_OPTIONS (src/server/proto.ts):
 // - field names exactly as in proto/csi.proto (snake_case);
-// - int32/int64 as number; enums as the value's name;
+// - int32 as number; int64 as `Int64`: a number when it is a safe integer, else an exact bigint (a
+//   size near 2^63 never reaches a handler rounded); enums as the value's name;
 // - every field present: scalars default to ''/0/false, repeated to [], maps to {}, messages to null;
 // - a oneof adds a field named after it that holds the name of the member that is set (absent when
 //   none is); members that are not set are absent, so these are discriminated unions.
@@ -13,6 +14,9 @@ export type EmptyMessage = Record<string, never>;
 
 /** google.protobuf.BoolValue */
 export interface BoolValue { value: boolean }
+/** A decoded int64: a number when it is a safe integer (|v| < 2^53), else the exact bigint. */
+export type Int64 = number | bigint;
+
 /** google.protobuf.Int64Value */
 export interface Int64Value { value: number }
 /** google.protobuf.Timestamp */
@@ -24,7 +28,7 @@ export interface Timestamp { seconds: number; nanos: number }
  */
 export type Encodable<T> = T extends readonly (infer E)[]
   ? readonly Encodable<E>[]
-  : T extends string | number | boolean | null | undefined
+  : T extends string | number | bigint | boolean | null | undefined
     ? T
     : { [K in keyof T]?: Encodable<T[K]> };
 
@@ -60,8 +64,8 @@ export type VolumeCapability = { access_mode: AccessMode | null } & (
 );
 
 export interface CapacityRange {
-  required_bytes: number;
-  limit_bytes: number;
+  required_bytes: Int64;
+  limit_bytes: Int64;
 }
 
 export interface Topology { segments: StringMap }

@@ -14,16 +14,54 @@ const CSI_PROTO_FILE = 'csi.proto';
 
 /**
  * Decoding conventions every handler relies on (see src/csi/types.ts): field names as in the .proto,
- * int64 as JS numbers (sizes stay far below 2^53), enums as their names, every absent field filled
- * with its proto3 default (messages as null), and a virtual field naming the member set in each oneof.
+ * enums as their names, every absent field filled with its proto3 default (messages as null), and a
+ * virtual field naming the member set in each oneof. int64 is decoded exactly: `longs` is left unset,
+ * so protobufjs yields Long objects, which exactInt64s() turns into a number when it is a safe integer
+ * and a bigint otherwise (`longs: Number` would round 2^60 + 1 and print 2^60 as 1152921504606847000).
  */
 export const CSI_LOADER_OPTIONS = {
   keepCase: true,
-  longs: Number,
   enums: String,
   defaults: true,
   oneofs: true,
 } as const satisfies protoLoader.Options;
+
+/** What protobufjs decodes an int64 into when `longs` is unset (long.js's Long). */
+interface LongLike { __isLong__: true; toString(radix?: number): string }
+
+function isLong(value: object): value is LongLike {
+  return (value as { __isLong__?: unknown }).__isLong__ === true;
+}
+
+/** A decoded message with every Long replaced: a number when safe, else the exact bigint. */
+export function exactInt64s(value: unknown): unknown {
+  if (value === null || typeof value !== 'object') return value;
+  if (isLong(value)) {
+    const exact = BigInt(value.toString());
+    return exact >= BigInt(Number.MIN_SAFE_INTEGER) && exact <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(exact) : exact;
+  }
+  if (Array.isArray(value)) {
+    for (let i = 0; i < value.length; i++) value[i] = exactInt64s(value[i]);
+    return value;
+  }
+  if (value instanceof Uint8Array) return value;
+  const record = value as Record<string, unknown>;
+  for (const key of Object.keys(record)) record[key] = exactInt64s(record[key]);
+  return value;
+}
+
+/** Every method's deserializers (requests for the server, responses for a client) return exact int64s. */
+function withExactInt64s(definition: protoLoader.PackageDefinition): protoLoader.PackageDefinition {
+  for (const entry of Object.values(definition)) {
+    if ('format' in entry) continue; // a message or enum type, not a service
+    for (const method of Object.values(entry)) {
+      const { requestDeserialize, responseDeserialize } = method;
+      method.requestDeserialize = (buf: Buffer) => exactInt64s(requestDeserialize(buf)) as object;
+      method.responseDeserialize = (buf: Buffer) => exactInt64s(responseDeserialize(buf)) as object;
+    }
+  }
+  return definition;
+}
 
 export const CSI_SERVICE_NAMES = ['Identity', 'Controller', 'Node', 'GroupController', 'SnapshotMetadata'] as const;
 export type CsiServiceName = (typeof CSI_SERVICE_NAMES)[number];
@@ -58,7 +96,7 @@ export function loadCsiDefinition(): protoLoader.PackageDefinition {
   if (cachedDefinition === undefined) {
     // google/protobuf/{descriptor,timestamp,wrappers}.proto are bundled with protobufjs/proto-loader
     // and resolved before the include path, so the proto directory is the only include needed.
-    cachedDefinition = protoLoader.loadSync(CSI_PROTO_FILE, { ...CSI_LOADER_OPTIONS, includeDirs: [locateProtoDir()] });
+    cachedDefinition = withExactInt64s(protoLoader.loadSync(CSI_PROTO_FILE, { ...CSI_LOADER_OPTIONS, includeDirs: [locateProtoDir()] }));
   }
   return cachedDefinition;
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { backingBytes, capacitySatisfies, parseRange, sizeForCreate, sizeForExpand } from '../../src/controller/capacity.js';
+import { InvalidArgument, OutOfRange } from '../../src/errors.js';
 
 const GiB = 1024 ** 3;
 const DEFAULT = GiB;
@@ -53,5 +54,35 @@ describe('backing store size', () => {
     expect(backingBytes(1000)).toBe(1024);
     expect(backingBytes(GiB)).toBe(GiB);
     expect(backingBytes(GiB + 1)).toBe(GiB + 512);
+  });
+});
+
+describe('int64 sizes are exact', () => {
+  const EiB = 2n ** 60n;
+  const INT64_MAX = 2n ** 63n - 1n;
+  /** 2^53 - 512: the largest whole-sector size that is a safe JS integer (MAX_BYTE_COUNT) */
+  const MAX_BYTE_COUNT = 2 ** 53 - 512;
+
+  it('a required size beyond what the driver handles is OUT_OF_RANGE with the exact digits', () => {
+    for (const [value, digits] of [[EiB, '1152921504606846976'], [INT64_MAX, '9223372036854775807']] as const) {
+      const e = (() => { try { parseRange({ required_bytes: value, limit_bytes: 0 }); } catch (err) { return err; } return undefined; })();
+      expect(e).toBeInstanceOf(OutOfRange);
+      expect((e as Error).message).toContain(digits);
+      expect((e as Error).message).toContain(`largest size this driver supports (${MAX_BYTE_COUNT} bytes)`);
+    }
+  });
+
+  it('the largest supported size is taken exactly; a limit of 2^63-1 limits nothing', () => {
+    expect(parseRange({ required_bytes: MAX_BYTE_COUNT, limit_bytes: 0 })).toEqual({ required: MAX_BYTE_COUNT, limit: 0 });
+    expect(MAX_BYTE_COUNT % 512).toBe(0);
+    expect(Number.isSafeInteger(MAX_BYTE_COUNT)).toBe(true);
+    expect(parseRange({ required_bytes: GiB, limit_bytes: INT64_MAX })).toEqual({ required: GiB, limit: 0 });
+    expect(sizeForCreate(parseRange({ required_bytes: 0, limit_bytes: INT64_MAX }), DEFAULT)).toBe(DEFAULT);
+  });
+
+  it('compares large values exactly: required above limit is INVALID_ARGUMENT with both numbers as sent', () => {
+    expect(() => parseRange({ required_bytes: INT64_MAX, limit_bytes: EiB + 1n })).toThrow(InvalidArgument);
+    expect(() => parseRange({ required_bytes: INT64_MAX, limit_bytes: EiB + 1n })).toThrow('required_bytes (9223372036854775807) is larger than limit_bytes (1152921504606846977)');
+    expect(() => parseRange({ required_bytes: -(2n ** 62n), limit_bytes: 0 })).toThrow('non-negative integer, got -4611686018427387904');
   });
 });

@@ -12,6 +12,14 @@ import type {
   ProbeResponse,
 } from '../../src/csi/types.js';
 import { CSI_SERVICE_NAMES, loadCsiPackage, locateProtoDir, methodNames } from '../../src/server/proto.js';
+import { status } from '@grpc/grpc-js';
+import { buildConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import { ExecaRunner } from '../../src/runner.js';
+import { CsiServer } from '../../src/server/server.js';
+import { createControllerService } from '../../src/controller/service.js';
+import type { VolumeBackend } from '../../src/controller/backend.js';
+import { CsiClient } from '../helpers/client.js';
 
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
@@ -195,5 +203,50 @@ describe('CSI wire round trip', () => {
       { type: 'service', service: { type: 'CONTROLLER_SERVICE' } },
       { type: 'volume_expansion', volume_expansion: { type: 'ONLINE' } },
     ]);
+  });
+});
+
+describe('int64 on the wire', () => {
+  const EiB = 2n ** 60n;
+  const INT64_MAX = 2n ** 63n - 1n;
+
+  it('decodes sizes beyond 2^53 exactly (as bigint) and safe ones as numbers', () => {
+    const create = loadCsiPackage().Controller.service['CreateVolume']!;
+    const sent = { name: 'pvc-big', capacity_range: { required_bytes: EiB.toString(), limit_bytes: INT64_MAX.toString() } };
+    const received: CreateVolumeRequest = create.requestDeserialize(create.requestSerialize(sent));
+    expect(received.capacity_range).toEqual({ required_bytes: EiB, limit_bytes: INT64_MAX });
+    const small: CreateVolumeRequest = create.requestDeserialize(create.requestSerialize({ name: 'p', capacity_range: { required_bytes: TWENTY_GIB_PLUS_ONE } }));
+    expect(small.capacity_range).toEqual({ required_bytes: TWENTY_GIB_PLUS_ONE, limit_bytes: 0 });
+  });
+
+  it('a gRPC round trip: 1 EiB and 2^63-1 come back OUT_OF_RANGE with the exact digits', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'proto-int64-'));
+    const socketPath = join(dir, 'csi.sock');
+    const cfg = buildConfig(undefined);
+    const logger = createLogger('silent');
+    const backend = { kind: 'tgt' } as unknown as VolumeBackend; // the range is refused before the backend is asked
+    const controller = createControllerService({ cfg, runner: new ExecaRunner(cfg.commands, cfg.commandPrefix, logger), logger, backend });
+    const server = new CsiServer({ socketPath, socketMode: 0o600, shutdownGraceMs: 1000, logger }, [
+      { name: 'Controller', definition: loadCsiPackage().Controller.service, impl: controller },
+    ]);
+    await server.listen();
+    const client = new CsiClient(`unix://${socketPath}`);
+    try {
+      const cap = [{ mount: { fs_type: 'ext4' }, access_mode: { mode: 'SINGLE_NODE_WRITER' } }];
+      for (const [bytes, digits] of [[EiB, '1152921504606846976'], [INT64_MAX, '9223372036854775807']] as const) {
+        const e = await client.call('Controller', 'CreateVolume', { name: 'pvc-huge', capacity_range: { required_bytes: bytes.toString() }, volume_capabilities: cap })
+          .then(() => undefined, (err: { code: number; details: string }) => err);
+        expect(e?.code).toBe(status.OUT_OF_RANGE);
+        expect(e?.details).toContain(`capacity_range.required_bytes ${digits} is larger than`);
+        const x = await client.call('Controller', 'ControllerExpandVolume', { volume_id: 'tgt-x', capacity_range: { required_bytes: bytes.toString() } })
+          .then(() => undefined, (err: { code: number; details: string }) => err);
+        expect(x?.code).toBe(status.OUT_OF_RANGE);
+        expect(x?.details).toContain(digits);
+      }
+    } finally {
+      client.close();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
