@@ -23,21 +23,39 @@ export class Secret {
   [Symbol.for('nodejs.util.inspect.custom')](): string { return REDACTED; }
 }
 
+/** Longer strings are logged as their start and their length: a request never fills the log. */
+export const MAX_LOGGED_STRING_CHARS = 256;
+/** Entries of one list or object logged; the rest are counted. */
+export const MAX_LOGGED_ENTRIES = 64;
+
+function boundedString(s: string): string {
+  return s.length > MAX_LOGGED_STRING_CHARS ? `${s.slice(0, MAX_LOGGED_STRING_CHARS)}…(${Buffer.byteLength(s)} bytes)` : s;
+}
+
 /**
  * Deep copy with every `secrets` map's values, every secret-looking key's value and every Secret
- * replaced by the placeholder. Used on request objects before they are logged.
+ * replaced by the placeholder, long strings and lists cut (MAX_LOGGED_*), bigints as their digits.
+ * Used on request objects before they are logged.
  */
 export function redact(value: unknown, depth = 0): unknown {
   if (depth > 12) return '[deep]';
   if (value instanceof Secret) return REDACTED;
-  if (Array.isArray(value)) return value.map((v) => redact(v, depth + 1));
+  if (typeof value === 'string') return boundedString(value);
+  if (typeof value === 'bigint') return value.toString();
+  if (Array.isArray(value)) {
+    const shown = value.slice(0, MAX_LOGGED_ENTRIES).map((v) => redact(v, depth + 1));
+    return value.length > MAX_LOGGED_ENTRIES ? [...shown, `…${value.length - MAX_LOGGED_ENTRIES} more`] : shown;
+  }
   if (value instanceof Uint8Array) return `<${value.length} bytes>`;
   if (value && typeof value === 'object') {
     const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) {
-      if (k === 'secrets' && v && typeof v === 'object') {
-        out[k] = Object.fromEntries(Object.keys(v).map((sk) => [sk, REDACTED]));
-      } else if (SECRET_KEY_RE.test(k) && (typeof v === 'string' || v instanceof Secret)) {
+    const entries = Object.entries(value);
+    if (entries.length > MAX_LOGGED_ENTRIES) out['…'] = `${entries.length - MAX_LOGGED_ENTRIES} more keys`;
+    for (const [rawKey, v] of entries.slice(0, MAX_LOGGED_ENTRIES)) {
+      const k = boundedString(rawKey);
+      if (rawKey === 'secrets' && v && typeof v === 'object') {
+        out[k] = Object.fromEntries(Object.keys(v).slice(0, MAX_LOGGED_ENTRIES).map((sk) => [boundedString(sk), REDACTED]));
+      } else if (SECRET_KEY_RE.test(rawKey) && (typeof v === 'string' || v instanceof Secret)) {
         out[k] = REDACTED;
       } else {
         out[k] = redact(v, depth + 1);

@@ -10,6 +10,7 @@ import { CsiError, toCsiError, Unavailable, Unimplemented } from '../errors.js';
 import { redact, type Logger } from '../log.js';
 import { READ_ONLY_METHODS, volumeKeyOf, type ServiceImpl } from './service.js';
 import { OperationGuard } from '../common/operation-guard.js';
+import { checkRequestMaps } from '../common/request-limits.js';
 
 const LIVE_SOCKET_PROBE_MS = 1_000;
 
@@ -67,9 +68,11 @@ export class CsiServer {
     let code = grpc.status.OK;
     this.#inFlight += 1;
     try {
+      // redact() also cuts long strings and lists: the request is logged bounded even before its check
       logger.debug({ req: redact(req) }, 'request');
       if (this.#stopping) throw new Unavailable('the driver is shutting down');
       if (!handler) throw new Unimplemented(`${method} is not implemented by this driver`);
+      checkRequestMaps(req);
       if (volumeKey && !READ_ONLY_METHODS.has(method)) release = this.#guard.tryAcquire(volumeKey, method, volumeKey.replace(/^name:/, ''));
       const res = await handler(req, { logger, requestId, method });
       callback(null, res ?? {});

@@ -31,6 +31,7 @@ beforeAll(async () => {
   sd = await startSimDriver({ configure: (cfg) => { cfg.stateDir = join(stateFs, 'state'); }, logger: createLogger('debug', { write: (line: string) => { logLines.push(line); } }) });
   work = join(sd.stateDir, 'kubelet');
   mkdirSync(work, { recursive: true });
+  await sd.host.createTarget(IQN, [{ lun: 1, sizeBytes: 32 * MiB }, { lun: 2, sizeBytes: 32 * MiB }]);
 });
 afterAll(async () => {
   await sd?.stop();
@@ -97,9 +98,6 @@ async function nothingLeft(staging: string): Promise<void> {
 }
 
 describe('a full state directory', () => {
-  beforeAll(async () => {
-    await sd.host.createTarget(IQN, [{ lun: 1, sizeBytes: 32 * MiB }, { lun: 2, sizeBytes: 32 * MiB }]);
-  });
 
   it('with no space at all: the stage fails RESOURCE_EXHAUSTED before any login and leaves no empty volume directory', async () => {
     const staging = join(work, 'full-staging');
@@ -172,5 +170,28 @@ describe('a corrupted volume record', () => {
     writeFileSync(file, good);
     await unstage('vol-c', staging);
     await nothingLeft(staging);
+  });
+});
+
+describe('request content is bounded', () => {
+  it('a 1 MiB value under an unknown volume_context key, or in a secret, is INVALID_ARGUMENT before any command and never logged', async () => {
+    const staging = join(work, 'big-staging');
+    const marker = 'Zq9'.repeat(1024 * 1024 / 3);
+    const sent = [
+      { field: 'volume_context', req: { volume_context: { ...ctx(1), 'example.com/annotation': marker } } },
+      { field: 'secrets', req: { volume_context: ctx(1), secrets: { 'node.session.auth.password': marker } } },
+      { field: 'publish_context', req: { volume_context: ctx(1), publish_context: { note: marker } } },
+    ];
+    for (const { field, req } of sent) {
+      const e = await failure(sd.client.call('Node', 'NodeStageVolume', { volume_id: 'vol-big', staging_target_path: staging, volume_capability: mountCapability('ext4'), ...req }));
+      expect(e.code).toBe(status.INVALID_ARGUMENT);
+      expect(e.details).toContain(field);
+      expect(e.details).toContain('at most 4096 bytes');
+      expect(e.details).not.toContain(marker.slice(0, 300));
+    }
+    await nothingLeft(staging);
+    const log = logLines.join('');
+    expect(log).toContain('NodeStageVolume'); // the calls were logged, their content bounded
+    expect(log).not.toContain(marker.slice(0, 1000));
   });
 });
