@@ -13,6 +13,7 @@ import type { VolumeBackend } from '../../src/controller/backend.js';
 import { createBackend, createControllerService, type ControllerService } from '../../src/controller/service.js';
 import type { AccessModeMode, VolumeCapability } from '../../src/csi/types.js';
 import { parseTgtTargets } from '../../src/controller/tgt/tgtadm.js';
+import { tgtLunWwid } from '../../src/controller/tgt/wwid.js';
 import { createLogger } from '../../src/log.js';
 import { ExecaRunner, type CommandRunner } from '../../src/runner.js';
 import type { CallContext } from '../../src/server/service.js';
@@ -244,6 +245,11 @@ describe('tgt controller: lifecycle', () => {
 
     const pub = await publish(vol.volume_id, NODE_A);
     expect(pub.publish_context).toMatchObject({ iqn: vol.volume_context.iqn, lun: '1', targetPortal: tgtd.portal });
+    // the LUN's identity: naa.<tgt's NAA 6 of the SCSI ID tgtd shows for it>, in both contexts
+    const scsiId = (await showTargets()).find((t) => t.name === vol.volume_context.iqn)!.luns.find((l) => l.lun === 1)!.scsiId;
+    expect(scsiId).toMatch(/^csi[0-9a-f]{16}$/);
+    expect(pub.publish_context.wwid).toBe(tgtLunWwid(scsiId));
+    expect(vol.volume_context.wwid).toBe(pub.publish_context.wwid);
     expect((await inq(vol, NODE_A)).code).toBe(0);
     const other = await inq(vol, NODE_B);
     expect(other.code).not.toBe(0);
