@@ -4,7 +4,7 @@ import { AlreadyExists, FailedPrecondition, InvalidArgument } from '../errors.js
 import type { NodePublishVolumeRequest, NodePublishVolumeResponse, NodeUnpublishVolumeRequest, NodeUnpublishVolumeResponse } from '../csi/types.js';
 import type { CallContext } from '../server/service.js';
 import type { NodeHost } from '../flows/ports.js';
-import { unmountIfMounted } from '../flows/format-mount.js';
+import { lunMounts, unmountIfMounted } from '../flows/format-mount.js';
 import { checkStagedDevice } from '../flows/identity.js';
 import { parseFsType } from '../common/validate.js';
 import { CONTEXT_KEYS } from '../contract/volume-context.js';
@@ -28,9 +28,18 @@ export async function publishVolume(host: NodeHost, req: NodePublishVolumeReques
 
   const mounted = await host.mounts.mountsAt(targetPath);
   if (mounted.length > 0) {
-    const isReadonly = mounted[mounted.length - 1]!.mountOptions.includes('ro');
+    const top = mounted[mounted.length - 1]!;
+    const isReadonly = top.mountOptions.includes('ro');
     const same = record.publishedAt.includes(targetPath) && isReadonly === readonly;
     if (same) return {};
+    // a publish killed after its bind mount, before its record: the mount there is this volume's own
+    // filesystem (found by what is mounted), so the step is done
+    if (isReadonly === readonly && access.kind === 'mount' && !record.publishedAt.includes(targetPath)
+      && (await lunMounts(host, record.iqn, record.lun, record.devicePath ? [record.devicePath] : [])).some((m) => m.mountId === top.mountId)) {
+      await host.metadata.save({ ...record, publishedAt: [...record.publishedAt, targetPath] });
+      ctx.logger.info({ targetPath }, 'the volume is already bound at the target path (an earlier, interrupted publish): recorded');
+      return {};
+    }
     throw new AlreadyExists(`${targetPath} is already a mount point with other arguments`);
   }
   const others = record.publishedAt.filter((t) => t !== targetPath);

@@ -148,6 +148,46 @@ describe('a symbolic link as staging or target path', () => {
   });
 });
 
+describe('a publish found half done', () => {
+  const iqn = 'iqn.2026-11.dev.test:half-publish';
+  beforeAll(async () => {
+    await sd.host.createTarget(iqn, [{ lun: 1, sizeBytes: 32 * MiB }]);
+  });
+
+  it('the volume already bound at the target path (a driver killed after mount --bind, before its record): the retried publish answers OK and unpublish removes it', async () => {
+    const staging = join(work, 'half-staging');
+    const target = join(work, 'half-target');
+    await stage('half', iqn, 1, mountCapability('ext4'), staging);
+    mkdirSync(target);
+    execFileSync('mount', ['--bind', staging, target]);
+    await publish('half', staging, target, mountCapability('ext4'));
+    expect(mountsUnder(target)).toEqual([target]);
+    writeFileSync(join(target, 'x.txt'), 'published');
+    expect(readFileSync(join(staging, 'x.txt'), 'utf8')).toBe('published');
+    await unpublish('half', target);
+    expect(mountsUnder(target)).toEqual([]);
+    expect(existsSync(target)).toBe(false);
+    await unstage('half', staging);
+    expect(await sessionsOf(iqn)).toEqual([]);
+  });
+
+  it('another filesystem bound at the target path is still refused', async () => {
+    const staging = join(work, 'other-staging');
+    const target = join(work, 'other-target');
+    await stage('half-other', iqn, 1, mountCapability('ext4'), staging);
+    mkdirSync(target);
+    execFileSync('mount', ['--bind', etc, target]);
+    try {
+      const err = await failure(publish('half-other', staging, target, mountCapability('ext4')));
+      expect(err.code).toBe(status.ALREADY_EXISTS);
+    } finally {
+      execFileSync('umount', [target]);
+    }
+    etcUntouched();
+    await unstage('half-other', staging);
+  });
+});
+
 describe('a path of the wrong kind', () => {
   const iqn = 'iqn.2026-11.dev.test:kinds';
   beforeAll(async () => {
