@@ -322,6 +322,47 @@ function lifecycle(fsType: 'ext4' | 'xfs' | 'block', bytes: number): Scenario {
   };
 }
 
+/** The backing file of a tgt volume on the guest's pool, hashed (a refused stage must leave every byte as it was). */
+async function backingDigest(iqn: string): Promise<string> {
+  const show = await must(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
+  const block = show.split(/^Target \d+: /m).find((t) => t.startsWith(`${iqn}\n`)) ?? '';
+  const file = [...block.matchAll(/Backing store path: (\/\S+)/g)].map((m) => m[1]!).pop();
+  check(file, `no backing file of ${iqn} in tgtadm's listing`);
+  return (await must(['sha256sum', file])).split(' ')[0]!;
+}
+
+const wwid: Scenario = {
+  name: "wwid: the publish_context's wwid is the guest kernel's /sys/block/sdX/device/wwid; a wrong one is refused, nothing written",
+  async run(d) {
+    const disks = scsiDisks();
+    const v = await provision(d, 'wwid-a', mountCapability('ext4'), 'mount', 32 * MiB, { fsType: 'ext4' });
+    const expected = v.publishContext.wwid ?? '';
+    check(/^naa\.6[0-9a-f]{31}$/.test(expected), `publish_context wwid ${JSON.stringify(expected)}`);
+    check(v.volume.volume_context.wwid === expected, `volume_context wwid ${v.volume.volume_context.wwid} differs from publish_context's ${expected}`);
+    const before = await backingDigest(v.iqn);
+    const wrong = 'naa.6000000000000c00ffffffffffffffff';
+    const right = v.publishContext;
+    v.publishContext = { ...right, wwid: wrong };
+    const err = await v.stage({ ...v.volume.volume_context, wwid: wrong }).then(() => null, (e: { code?: number; details?: string }) => e);
+    v.publishContext = right;
+    check(err?.code === 9, `a wrong wwid staged or failed otherwise: ${JSON.stringify(err)}`);
+    check(err.details?.includes(wrong) && err.details.includes(expected), `the refusal does not name both wwids: ${err.details}`);
+    check(mountsAt(v.staging).length === 0, 'mounted although refused');
+    await checkTargetGone(v.iqn, disks);
+    check((await backingDigest(v.iqn)) === before, 'the refused stage changed the LUN');
+    await v.stage();
+    const added = scsiDisks().filter((x) => !disks.includes(x));
+    check(added.length === 1, `disks added by the stage: ${added.join(', ')}`);
+    const kernel = readFileSync(`/sys/block/${added[0]}/device/wwid`, 'utf8').trim();
+    check(kernel === expected, `the kernel's wwid of ${added[0]} is ${kernel}, publish_context says ${expected}`);
+    await v.publish();
+    v.write('identity checked');
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+    return `${added[0]}: ${kernel}`;
+  },
+};
+
 const twoLuns: Scenario = {
   name: 'two LUNs of one target: the session stays until the last is unstaged',
   async run(d) {
@@ -695,6 +736,7 @@ const SCENARIOS: Scenario[] = [
   lifecycle('ext4', 32 * MiB),
   lifecycle('xfs', 320 * MiB),
   lifecycle('block', 16 * MiB),
+  wwid,
   twoLuns,
   chap,
   ownInitiator,
