@@ -725,7 +725,6 @@ export class SimKernel {
     const blockDir = join(dev.dir, 'block', name);
     const sectors = this.loopSectors(loop);
     dev.disk = { name, loop, sectors, readonly, blockDir };
-    const nodeMade = this.pool.blockNode(join(this.paths.dev, name), loop.major, loop.minor);
     writeAttrs(blockDir, {
       size: sectors, dev: `${loop.major}:${loop.minor}`, ro: readonly ? 1 : 0, removable: 0, range: 16,
       ext_range: 256, capability: 50, hidden: 0, alignment_offset: 0, discard_alignment: 0,
@@ -742,7 +741,9 @@ export class SimKernel {
     relLink(join(dev.dir, 'scsi_disk', dev.hctl), join(sys, 'class/scsi_disk', dev.hctl));
     relLink(blockDir, join(sys, 'block', name));
     relLink(blockDir, join(sys, 'class/block', name));
-    await nodeMade;
+    // the /dev node last, as devtmpfs makes it at the end of the kernel's device_add: a process that
+    // sees the node finds the whole sysfs tree of the device (its wwid among it)
+    await this.pool.blockNode(join(this.paths.dev, name), loop.major, loop.minor);
     const faults = this.faults();
     const mapDelay = this.multipath ? faults.multipathDelayMs ?? 0 : 0;
     if (this.multipath && mapDelay === 0) await this.addPathToMap(dev);
