@@ -108,9 +108,7 @@ export class Filesystem {
       const { bytesRead } = await handle.read(Buffer.alloc(READ_CHECK_BYTES), 0, READ_CHECK_BYTES, 0);
       if (bytesRead === 0) throw new FailedPrecondition(`device ${device} has no data to read (size 0); refusing to treat it as empty`);
     } catch (e) {
-      if (e instanceof FailedPrecondition) throw e;
-      if (errnoCode(e) === 'ENOENT') throw new NotFound(`device ${device} does not exist`);
-      throw new Unavailable(`device ${device} cannot be read (${errnoCode(e) ?? (e as Error).message}); refusing to treat it as empty`);
+      throw readFailure(device, e);
     } finally {
       await handle?.close();
     }
@@ -198,6 +196,13 @@ export class Filesystem {
   }
 }
 
+/** A failed read of a device that was to be found empty: never "empty", always an error saying why. */
+function readFailure(device: string, e: unknown): CsiError {
+  if (e instanceof CsiError) return e;
+  if (errnoCode(e) === 'ENOENT') return new NotFound(`device ${device} does not exist`);
+  return new Unavailable(`device ${device} cannot be read (${errnoCode(e) ?? (e as Error).message}); refusing to treat it as empty`);
+}
+
 /** The device's first and last EDGE_BYTES (the whole device when it is smaller), each checked for a non-zero byte. */
 async function readEdges(device: string, sizeBytes: number): Promise<EdgeRegion[]> {
   const length = Math.min(EDGE_BYTES, sizeBytes);
@@ -219,9 +224,7 @@ async function readEdges(device: string, sizeBytes: number): Promise<EdgeRegion[
     }
     return found;
   } catch (e) {
-    if (e instanceof CsiError) throw e;
-    if (errnoCode(e) === 'ENOENT') throw new NotFound(`device ${device} does not exist`);
-    throw new Unavailable(`device ${device} cannot be read (${errnoCode(e) ?? (e as Error).message}); refusing to treat it as empty`);
+    throw readFailure(device, e);
   } finally {
     await handle?.close();
   }
