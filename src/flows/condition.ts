@@ -38,20 +38,35 @@ export async function volumeCondition(host: NodeHost, record: VolumeRecord, volu
   return { abnormal: false, message: degraded || 'healthy' };
 }
 
+/**
+ * Usage figures always come back, since kubelet drops a reply without them (and its condition with it).
+ * When the filesystem cannot be read now (stuck I/O, a read still running), the last figures read for
+ * the path are reported, else the device's capacity as the kernel knows it (no I/O on the device).
+ */
 async function volumeUsage(host: NodeHost, record: VolumeRecord, volumePath: string, mounted: boolean): Promise<VolumeUsage[]> {
-  const usage: VolumeUsage[] = [];
   if (record.accessType === 'block') {
     const bytes = record.devicePath ? await host.fs.blockDeviceSize(record.devicePath).catch(() => null) : null;
-    if (bytes !== null) usage.push({ unit: 'BYTES', total: bytes, available: 0, used: 0 });
-  } else if (mounted) {
-    const probe = await host.probes.run(ioProbeKey(volumePath), () => host.fs.statfs(volumePath).catch(() => null), host.cfg.timeouts.volumeProbeMs);
-    const st = probe.status === 'done' ? probe.value : null;
-    if (st) {
-      usage.push({ unit: 'BYTES', total: st.totalBytes, available: st.availableBytes, used: st.usedBytes });
-      usage.push({ unit: 'INODES', total: st.totalInodes, available: st.freeInodes, used: st.usedInodes });
-    }
+    return bytes !== null ? [{ unit: 'BYTES', total: bytes, available: 0, used: 0 }] : [];
   }
-  return usage;
+  if (!mounted) return [];
+  const probe = await host.probes.run(ioProbeKey(volumePath), () => host.fs.statfs(volumePath).catch(() => null), host.cfg.timeouts.volumeProbeMs);
+  const st = probe.status === 'done' ? probe.value : null;
+  if (st) {
+    const usage: VolumeUsage[] = [
+      { unit: 'BYTES', total: st.totalBytes, available: st.availableBytes, used: st.usedBytes },
+      { unit: 'INODES', total: st.totalInodes, available: st.freeInodes, used: st.usedInodes },
+    ];
+    host.lastUsage.set(volumePath, usage);
+    return usage;
+  }
+  return host.lastUsage.get(volumePath) ?? capacityOnly(host, record);
+}
+
+/** The capacity of the LUN's first path device from sysfs (today's names), as a block volume reports it. */
+async function capacityOnly(host: NodeHost, record: VolumeRecord): Promise<VolumeUsage[]> {
+  const [first] = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
+  const bytes = first ? await host.sysfs.deviceSizeBytes(first).catch(() => null) : null;
+  return bytes !== null ? [{ unit: 'BYTES', total: bytes, available: 0, used: 0 }] : [];
 }
 
 /**

@@ -19,6 +19,7 @@ import { checkTarget, ensureDir, ensureFile, removeTarget } from '../node-host/t
 import { resolvePortals } from '../node-host/resolve.js';
 import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../common/probe-guard.js';
+import { BoundedMemo } from '../common/bounded-memo.js';
 import { SingleFlight } from '../common/single-flight.js';
 import type { DeviceSizes, NodeHost, SizeWaits } from './ports.js';
 
@@ -27,6 +28,9 @@ export interface RealNodeHost extends NodeHost {
   /** open-iscsi's record lock: a lock.write left by a killed iscsiadm is removed before the next call */
   iscsiDbLock: IscsiDbLock;
 }
+
+/** Volume paths whose last usage is kept: more than a node publishes at once. */
+const LAST_USAGE_ENTRIES = 4096;
 
 export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): RealNodeHost {
   const sysfs = new Sysfs(cfg.host.sysRoot);
@@ -44,6 +48,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     resolver: { resolvePortals },
     forgottenNodes: new ForgottenNodes(),
     probes: new ProbeGuard(),
+    lastUsage: new BoundedMemo(LAST_USAGE_ENTRIES),
     discoveries: new SingleFlight(),
     iscsiDbLock,
   };

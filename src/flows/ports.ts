@@ -3,7 +3,9 @@
 // builds the real host from them); tests build an in-memory host (test/fake/host.ts) behind the same
 // interfaces, so the algorithm's rules are checked without root, a kernel or a target.
 import type { Config } from '../config.js';
+import type { BoundedMemo } from '../common/bounded-memo.js';
 import type { ProbeGuard } from '../common/probe-guard.js';
+import type { VolumeUsage } from '../csi/types.js';
 import type { SingleFlight } from '../common/single-flight.js';
 import type { Portal } from '../common/validate.js';
 import type { ChapCredentials } from '../contract/chap.js';
@@ -53,6 +55,8 @@ export interface ScsiView {
   multipathHolder(name: string): Promise<MultipathHolder | null>;
   /** `block/<name>/device/wwid` (`naa.6…`); null when the device is gone or has no identity */
   deviceWwid(name: string): Promise<string | null>;
+  /** the capacity the kernel reports (`block/<name>/size`), no I/O on the device; null when it is gone */
+  deviceSizeBytes(name: string): Promise<number | null>;
 }
 
 /** Device nodes and their stable names under the /dev root, and the event-driven waits for them. */
@@ -173,6 +177,8 @@ export interface NodeHost {
   forgottenNodes: ForgottenNodes;
   /** I/O probes of volume paths (stats): bounded, never two at once per path */
   probes: ProbeGuard;
+  /** the last usage figures read per volume path, reported while a new read cannot complete */
+  lastUsage: BoundedMemo<string, VolumeUsage[]>;
   /** SendTargets discoveries under way, shared by the stages that ask the same portal the same way */
   discoveries: SingleFlight<PortalTarget[]>;
 }

@@ -10,6 +10,7 @@ import { defaultConfig, type Config } from '../../src/config.js';
 import { FailedPrecondition, Internal, NotFound } from '../../src/errors.js';
 import { KeyedMutex } from '../../src/common/keyed-mutex.js';
 import { ProbeGuard } from '../../src/common/probe-guard.js';
+import { BoundedMemo } from '../../src/common/bounded-memo.js';
 import { SingleFlight } from '../../src/common/single-flight.js';
 import { formatPortal, parsePortal, type FsType, type Portal } from '../../src/common/validate.js';
 import { iscsiExitMessage, iscsiExitName, ISCSI_EXIT } from '../../src/node-host/iscsi-exit.js';
@@ -200,6 +201,7 @@ export class FakeHost {
       resolver: this.portalResolver(),
       forgottenNodes: new ForgottenNodes(),
       probes: new ProbeGuard(),
+      lastUsage: new BoundedMemo(16),
       discoveries: new SingleFlight<PortalTarget[]>(),
     };
   }
@@ -635,6 +637,10 @@ export class FakeHost {
       deviceWwid: async (name) => {
         this.step('sysfs.deviceWwid', name);
         return this.scsiDevices.get(name)?.wwid ?? null;
+      },
+      deviceSizeBytes: async (name) => {
+        this.step('sysfs.deviceSizeBytes', name);
+        return this.scsiDevices.get(name)?.sizeBytes ?? null;
       },
     };
   }

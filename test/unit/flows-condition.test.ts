@@ -104,13 +104,25 @@ describe('volume usage', () => {
     expect(usage).toEqual([{ unit: 'BYTES', total: GIB, available: 0, used: 0 }]);
   });
 
-  it('stuck I/O: no usage and no statfs piled up behind the stuck read', async () => {
+  it('stuck I/O: the capacity from sysfs (kubelet drops a reply without usage, and its condition), no statfs piled up behind the stuck read', async () => {
     const fake = await stagedVolume();
     fake.faults.ioHangs.add(PATH);
     const { condition, usage } = await volumeHealth(fake.host, fake.record('vol-a')!, PATH, true);
     expect(condition.abnormal).toBe(true);
-    expect(usage).toEqual([]);
+    expect(usage).toEqual([{ unit: 'BYTES', total: GIB, available: 0, used: 0 }]);
     expect(fake.ops('fs.statfs')).toEqual([]);
+    fake.releaseIo();
+  });
+
+  it('stuck I/O after a good read: the last figures read for the path', async () => {
+    const fake = await stagedVolume();
+    const good = await volumeHealth(fake.host, fake.record('vol-a')!, PATH, true);
+    expect(good.usage.map((u) => u.unit)).toEqual(['BYTES', 'INODES']);
+    fake.faults.ioHangs.add(PATH);
+    const stuck = await volumeHealth(fake.host, fake.record('vol-a')!, PATH, true);
+    expect(stuck.condition.abnormal).toBe(true);
+    expect(stuck.usage).toEqual(good.usage);
+    expect(fake.ops('fs.statfs')).toHaveLength(1);
     fake.releaseIo();
   });
 
