@@ -52,6 +52,18 @@ export interface TimeoutConfig {
   unmountRetryDelayMs: number;
 }
 
+/** The node healer (src/node/healer.ts): re-login, rescan, reports, half-done records and orphans. */
+export interface HealingConfig {
+  /** the off switch: no pass at all when false */
+  enabled: boolean;
+  /** time between the end of one pass and the start of the next; also the first backoff of a failed repair */
+  intervalMs: number;
+  /** how long an orphan (or a record left half-done with no call on it) is seen before it is removed */
+  orphanGraceMs: number;
+  /** false: orphans are never removed (the rest of the healing still runs) */
+  reapOrphans: boolean;
+}
+
 export interface NodeConfig {
   maxVolumesPerNode: number;  // 0 = no limit reported
   topology: Record<string, string>;
@@ -59,6 +71,7 @@ export interface NodeConfig {
   mkfsOptions: Record<string, string[]>;
   /** iface used when the volume names none */
   defaultIface: string;
+  healing: HealingConfig;
 }
 
 export interface TgtBackendConfig {
@@ -146,6 +159,7 @@ export function defaultConfig(): Config {
       defaultFsType: 'ext4',
       mkfsOptions: { ext4: ['-F', '-m0'], ext3: ['-F'], xfs: ['-f'], btrfs: ['-f'] },
       defaultIface: 'default',
+      healing: { enabled: true, intervalMs: 30_000, orphanGraceMs: 300_000, reapOrphans: true },
     },
     controller: {
       backend: 'tgt',
@@ -237,6 +251,9 @@ export function buildConfig(file: Record<string, Json> | undefined, overrides: P
   return cfg;
 }
 
+/** A healer pass reads sysfs and the records of every volume: not more often than this. */
+const MIN_HEAL_INTERVAL_MS = 100;
+
 const DRIVER_NAME_RE = /^[a-zA-Z][A-Za-z0-9-._]{0,61}[a-zA-Z]$/;
 
 export function validateConfig(cfg: Config): void {
@@ -259,6 +276,9 @@ export function validateConfig(cfg: Config): void {
     if (!(Number.isInteger(v) && v >= 0)) throw new ConfigError(`timeouts.${key} must be a non-negative integer`);
   }
   if (!(Number.isInteger(cfg.node.maxVolumesPerNode) && cfg.node.maxVolumesPerNode >= 0)) throw new ConfigError('node.maxVolumesPerNode must be a non-negative integer');
+  const healing = cfg.node.healing;
+  if (!(Number.isInteger(healing.intervalMs) && healing.intervalMs >= MIN_HEAL_INTERVAL_MS)) throw new ConfigError(`node.healing.intervalMs must be an integer of at least ${MIN_HEAL_INTERVAL_MS}`);
+  if (!(Number.isInteger(healing.orphanGraceMs) && healing.orphanGraceMs >= 0)) throw new ConfigError('node.healing.orphanGraceMs must be a non-negative integer');
   if (!['tgt', 'static'].includes(cfg.controller.backend)) throw new ConfigError('controller.backend must be tgt or static');
 }
 

@@ -8,7 +8,9 @@ import { CsiServer, type ServedService } from './server/server.js';
 import { loadCsiPackage } from './server/proto.js';
 import { readInitiatorName } from './node-host/initiator.js';
 import { VERSION } from './version.js';
-import { createNodeHost } from './flows/host.js';
+import { createNodeHost, forRequest } from './flows/host.js';
+import { NodeHealer } from './node/healer.js';
+import { OperationGuard } from './common/operation-guard.js';
 import { createNodeService } from './node/service.js';
 import { createControllerService, type ControllerService } from './controller/service.js';
 import { EXPANSION_BY_BACKEND } from './controller/backend.js';
@@ -42,10 +44,16 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
   const checks: ReadinessCheck[] = [];
   const services: ServedService[] = [];
 
+  // one guard per volume for the CSI calls and the node healer: never two at work on one volume
+  const guard = new OperationGuard();
+  let healer: NodeHealer | undefined;
   if (serveNode) {
     checks.push(...nodeChecks(cfg, runner));
     const nodeId = cfg.nodeId ?? (await readInitiatorName(cfg.host.initiatorNameFile));
-    services.push({ name: 'Node', definition: csi.Node.service, impl: createNodeService(createNodeHost(cfg, runner, logger), runner, nodeId) });
+    const host = createNodeHost(cfg, runner, logger);
+    services.push({ name: 'Node', definition: csi.Node.service, impl: createNodeService(host, runner, nodeId) });
+    const healerLog = logger.child({ component: 'healer' });
+    healer = new NodeHealer(forRequest(host, runner, healerLog), cfg.node.healing, guard, healerLog);
   }
   let controller: ControllerService | undefined;
   if (serveController) {
@@ -62,18 +70,20 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
   });
 
   const socketPath = socketPathOf(cfg.endpoint);
-  const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger }, services);
+  const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger, guard }, services);
   try {
     await server.listen();
   } catch (e) {
     await controller?.stop();
     throw e;
   }
+  healer?.start();
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
   return {
     socketPath,
     runner,
     stop: async () => {
+      await healer?.stop(cfg.timeouts.shutdownGraceMs);
       await server.stop();
       await controller?.stop();
     },

@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
-import { orThrow, sessionChapSettings } from '../node-host/iscsiadm.js';
+import { orThrow, sessionChapSettings, type NodeRef } from '../node-host/iscsiadm.js';
 import type { ChapCredentials } from '../contract/chap.js';
 import type { WaitOptions } from '../node-host/devices.js';
 import type { MultipathHolder } from '../node-host/sysfs.js';
@@ -160,25 +160,38 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
   const node = { iqn: target.iqn, portal, iface };
   // A target that discovery does not list here (e.g. it reports another portal group) gets a record without one.
   const listed = found.find((t) => t.iqn === target.iqn && t.portal === key);
+  // marked before the node record and the login: a session of this driver is never taken for an operator's
+  await host.sessionMarks.mark({ iqn: target.iqn, portal: key, iface });
   host.forgottenNodes.recreated(target.iqn, key, iface);
-  orThrow(await host.iscsi.newNode(node, listed?.tpgt));
+  await createNodeRecord(host, node, listed?.tpgt, target.sessionChap);
+  // A failed login keeps its record (manual startup: never logged in at boot): the node healer logs in
+  // with it once the portal answers, CHAP settings included, which it could not rebuild (secrets are not
+  // kept). A stage that fails as a whole deletes it with the rest (detach).
+  orThrow(await host.iscsi.login(node));
+  log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
+}
+
+/**
+ * The node record of one (target, portal, iface) with this driver's settings: manual scan (only the
+ * LUNs asked for appear, kubernetes #90982), manual startup (no silent login at boot), login attempts
+ * that end before iscsiadm's timeout, and the session's CHAP. A record whose settings could not be
+ * written is deleted again: with iscsid.conf's startup it could be logged in at every boot.
+ */
+export async function createNodeRecord(host: NodeHost, node: NodeRef, tpgt: number | undefined, chap: ChapCredentials | undefined): Promise<void> {
+  orThrow(await host.iscsi.newNode(node, tpgt));
   const limits = loginLimits(host.cfg.commands.iscsiadm.timeoutMs);
   try {
-    // manual scan: only the LUNs we ask for appear (kubernetes #90982); startup manual: no silent re-login at boot
     orThrow(await host.iscsi.updateNode(node, {
       'node.session.scan': 'manual',
       'node.startup': 'manual',
       'node.session.initial_login_retry_max': String(limits.retries),
       'node.conn[0].timeo.login_timeout': String(limits.loginTimeoutS),
-      ...sessionChapSettings(target.sessionChap),
+      ...sessionChapSettings(chap),
     }));
-    orThrow(await host.iscsi.login(node));
   } catch (e) {
-    // A failed login leaves a node record that a reboot would retry forever: remove it (in-tree does too).
     await host.iscsi.deleteNode(node);
     throw e;
   }
-  log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
 }
 
 /** The lock of a portal's discovery record (taken inside a target lock, never the other way round). */

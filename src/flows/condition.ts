@@ -18,24 +18,44 @@ export async function volumeHealth(host: NodeHost, record: VolumeRecord, volumeP
   return { condition, usage };
 }
 
-/** The first problem found, in the order an operator would check them; sysfs is read once. */
+/**
+ * The first problem found, in the order an operator would check them: the paths (each recorded
+ * portal's session and the LUN's device on it, named when down), then the mount and its I/O. Sysfs is
+ * read once.
+ */
 export async function volumeCondition(host: NodeHost, record: VolumeRecord, volumePath: string): Promise<VolumeCondition> {
-  const topology = await host.sysfs.topology(record.iqn);
-  const sessions = topology.sessionsForTarget(record.iqn);
-  const live = sessions.filter((s) => s.state === 'LOGGED_IN');
-  if (live.length === 0) {
-    return { abnormal: true, message: sessions.length === 0 ? `no iSCSI session to ${record.iqn}` : `iSCSI session to ${record.iqn} is ${sessions.map((s) => s.state).join(', ')}` };
-  }
-  const luns = sessions.flatMap((s) => s.luns.filter((l) => l.lun === record.lun && l.devices.length > 0));
-  if (luns.length === 0) return { abnormal: true, message: `LUN ${record.lun} of ${record.iqn} has no device on this node` };
-  const bad = luns.filter((l) => l.state && l.state !== 'running').map((l) => `${l.devices.join(', ')} is ${l.state}`);
-  if (bad.length === luns.length) return { abnormal: true, message: bad.join(', ') };
+  const paths = await pathStates(host, record);
+  const down = paths.filter((p) => !p.up).map((p) => `${p.portal}: ${p.state}`).join('; ');
+  const live = paths.filter((p) => p.up).length;
+  if (live === 0) return { abnormal: true, message: `no live path to LUN ${record.lun} of ${record.iqn} (${down})` };
   if (record.accessType === 'mount') {
     const health = await mountHealth(host.mounts, volumePath, (p) => readWithin(host, p));
     if (health) return { abnormal: true, message: health };
   }
-  const degraded = live.length < record.portals.length ? `${live.length} of ${record.portals.length} paths up` : '';
-  return { abnormal: false, message: degraded || 'healthy' };
+  return { abnormal: false, message: live < paths.length ? `${live} of ${paths.length} paths up (${down})` : 'healthy' };
+}
+
+interface PathState {
+  portal: string;
+  up: boolean;
+  /** the path device when up, else what is wrong: no session, its state, no device, the device's state */
+  state: string;
+}
+
+/** Each recorded portal's path: its session through the volume's iface, and the LUN's device on it. */
+async function pathStates(host: NodeHost, record: VolumeRecord): Promise<PathState[]> {
+  const hosts = await host.sysfs.portalHostMap(record.iqn, record.iface);
+  const sessions = (await host.sysfs.topology(record.iqn)).sessionsForTarget(record.iqn);
+  return record.portals.map((portal): PathState => {
+    const scsiHost = hosts.get(portal);
+    const session = sessions.find((s) => s.host === scsiHost);
+    if (!session) return { portal, up: false, state: 'no session' };
+    if (session.state !== 'LOGGED_IN') return { portal, up: false, state: `session ${session.state ?? 'in an unknown state'}` };
+    const lun = session.luns.find((l) => l.lun === record.lun && l.devices.length > 0);
+    if (!lun) return { portal, up: false, state: `no device for LUN ${record.lun}` };
+    if (lun.state && lun.state !== 'running') return { portal, up: false, state: `${lun.devices.join(', ')} ${lun.state}` };
+    return { portal, up: true, state: lun.devices.join(', ') };
+  });
 }
 
 /**

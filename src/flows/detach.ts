@@ -37,7 +37,11 @@ async function markDetaching(host: NodeHost, record: VolumeRecord, log: Logger):
 /** Flush and remove the LUN's devices (all paths and the multipath map over them). */
 async function removeDevices(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
   // The kernel names of today, not the saved ones: sdX names are reused after a reboot.
-  const devices = await host.sysfs.devicesForIqnLun(record.iqn, record.lun);
+  await removeScsiDevices(host, await host.sysfs.devicesForIqnLun(record.iqn, record.lun), log);
+}
+
+/** Flush and delete SCSI devices, their multipath maps first (flushed and removed). */
+export async function removeScsiDevices(host: NodeHost, devices: string[], log: Logger): Promise<void> {
   const maps = new Map<string, { dm: string; name: string; wwid: string }>();
   for (const d of devices) {
     const holder = await host.sysfs.multipathHolder(d);
@@ -91,6 +95,7 @@ async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger)
       }
       orThrow(await host.iscsi.deleteNode(node));
       host.forgottenNodes.forget(record.iqn, portal, record.iface);
+      await host.sessionMarks.unmark({ iqn: record.iqn, portal, iface: record.iface });
     }
     if (others.length > 0) log.info({ iqn: record.iqn, stillUsedBy: others.length }, 'target still used by other volumes on this node: session kept');
     return loggedOut;
@@ -106,7 +111,7 @@ const LOGOUT_RETRY_MS = 500;
  * then not done: it is retried until sysfs no longer lists the session, for at most
  * timeouts.sessionResyncMs, after which the unstage fails (UNAVAILABLE) and its retry finishes it.
  */
-async function logoutSession(host: NodeHost, node: NodeRef, iface: string, log: Logger): Promise<void> {
+export async function logoutSession(host: NodeHost, node: NodeRef, iface: string, log: Logger): Promise<void> {
   const key = formatPortal(node.portal);
   const deadline = Date.now() + host.cfg.timeouts.sessionResyncMs;
   for (let attempt = 1; ; attempt++) {

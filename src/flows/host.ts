@@ -11,6 +11,7 @@ import { Iscsiadm } from '../node-host/iscsiadm.js';
 import { IscsiDbLock } from '../node-host/iscsi-db-lock.js';
 import { TargetLock } from '../node-host/target-lock.js';
 import { MetadataStore } from '../node-host/metadata.js';
+import { SessionMarks } from '../node-host/session-marks.js';
 import { Mounts } from '../node-host/mounts.js';
 import { Multipath } from '../node-host/multipath.js';
 import { Sysfs } from '../node-host/sysfs.js';
@@ -42,7 +43,8 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     devices: new Devices(cfg.host.devRoot, sysfs),
     sizes: sysfsSizeWaits(sysfs),
     udev: new Udev(cfg.host.udevDataDir, sysfs),
-    metadata: new MetadataStore(cfg.stateDir),
+    metadata: new MetadataStore(cfg.stateDir, logger),
+    sessionMarks: new SessionMarks(cfg.stateDir),
     targetLocks: new TargetLock(cfg.stateDir, { logger }),
     paths: { checkTarget, ensureDir, ensureFile, removeTarget },
     resolver: { resolvePortals },

@@ -12,7 +12,8 @@ import type { ChapCredentials } from '../contract/chap.js';
 import type { DeviceWaitResult, HolderWaitResult, LunName, WaitFailure, WaitOptions } from '../node-host/devices.js';
 import type { EdgeRegion, FsStats, ProbeResult } from '../node-host/filesystem.js';
 import type { DiscoveryRef, IfaceRecord, IscsiOutcome, IscsiValue, NodeRef, PortalTarget, RecordSettings } from '../node-host/iscsiadm.js';
-import type { VolumeRecord } from '../node-host/metadata.js';
+import type { RecordSurvey, VolumeRecord } from '../node-host/metadata.js';
+import type { SessionRef } from '../node-host/session-marks.js';
 import type { BindMountOptions, MountInfoEntry, MountState } from '../node-host/mounts.js';
 import type { MultipathMap } from '../node-host/multipath.js';
 import type { IscsiSessionInfo, MultipathHolder } from '../node-host/sysfs.js';
@@ -53,6 +54,8 @@ export interface ScsiView {
   deleteDevice(name: string): Promise<boolean>;
   rescanDevice(name: string): Promise<void>;
   multipathHolder(name: string): Promise<MultipathHolder | null>;
+  /** what holds a block device as a layer over it (`block/<name>/holders`: dm-N, md, loop); empty when gone */
+  holders(name: string): Promise<string[]>;
   /** `block/<name>/device/wwid` (`naa.6…`); null when the device is gone or has no identity */
   deviceWwid(name: string): Promise<string | null>;
   /** the capacity the kernel reports (`block/<name>/size`), no I/O on the device; null when it is gone */
@@ -131,6 +134,15 @@ export interface VolumeRecords {
   remove(volumeId: string): Promise<void>;
   /** the records of other volumes of the target `iqn` */
   listByTarget(iqn: string, exceptVolumeId?: string): Promise<VolumeRecord[]>;
+  /** every record, and the record files that cannot be read */
+  survey(): Promise<RecordSurvey>;
+}
+
+/** The sessions this driver logged in (marked before the login), so an orphan is known to be its own. */
+export interface SessionLedger {
+  mark(ref: SessionRef): Promise<void>;
+  unmark(ref: SessionRef): Promise<void>;
+  list(): Promise<SessionRef[]>;
 }
 
 /** A lock per key (a target's IQN, a portal's discovery record), held in this process and on this node. */
@@ -170,6 +182,8 @@ export interface NodeHost {
   fs: FilesystemTools;
   multipath: MultipathTool;
   metadata: VolumeRecords;
+  /** the sessions this driver logged in */
+  sessionMarks: SessionLedger;
   targetLocks: TargetLocks;
   paths: TargetPaths;
   resolver: PortalResolver;

@@ -10,7 +10,8 @@ import type { TargetSpec } from '../contract/volume-context.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
 import { attach, type AttachPlan, type Attached } from './attach.js';
 import { detach } from './detach.js';
-import { checkStagingPath, formatAndMount, unmountIfMounted } from './format-mount.js';
+import { FailedPrecondition } from '../errors.js';
+import { checkStagingPath, formatAndMount, lunMounts, unmountIfMounted } from './format-mount.js';
 import type { NodeHost } from './ports.js';
 
 export type VolumeAccess =
@@ -64,11 +65,35 @@ export async function stillStaged(host: NodeHost, record: VolumeRecord): Promise
   return host.mounts.isMountPoint(record.stagingPath);
 }
 
-/** A staged volume's devices, session (if no one else uses it) and clone gone, then its record (its paths are unmounted). */
-export async function unstage(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+/**
+ * A volume taken down from its record: refused while it is published; its staging path (and
+ * `alsoUnmount`, the path a request named) unmounted; refused while its filesystem is still mounted
+ * anywhere else; then its devices, session (if no one else uses it), clone, and its record.
+ */
+export async function unstage(host: NodeHost, record: VolumeRecord, log: Logger, alsoUnmount: string[] = []): Promise<void> {
+  await refuseWhilePublished(host, record);
+  for (const path of new Set([...alsoUnmount, record.stagingPath])) await unmountIfMounted(host.mounts, path);
+  await refuseUnderForeignMounts(host, record);
   await detach(host, record, log);
   await host.metadata.remove(record.volumeId);
   log.info({ iqn: record.iqn, lun: record.lun }, 'unstaged');
+}
+
+async function refuseWhilePublished(host: NodeHost, record: VolumeRecord): Promise<void> {
+  const stillMounted = [];
+  for (const t of record.publishedAt) if (await host.mounts.isMountPoint(t)) stillMounted.push(t);
+  if (stillMounted.length > 0) throw new FailedPrecondition(`volume ${record.volumeId} is still published at ${stillMounted.join(', ')}; unpublish it first`);
+}
+
+/**
+ * The devices are deleted next: never under a mount of their filesystem the unmounts did not remove
+ * (made by hand, or through a symbolic link by an older driver).
+ */
+async function refuseUnderForeignMounts(host: NodeHost, record: VolumeRecord): Promise<void> {
+  const leftover = await lunMounts(host, record.iqn, record.lun, record.devicePath ? [record.devicePath] : []);
+  if (leftover.length > 0) {
+    throw new FailedPrecondition(`volume ${record.volumeId}'s filesystem is still mounted at ${leftover.map((m) => m.mountPoint).join(', ')}, which is not its staging path; its devices are not deleted under a mount: unmount it, then unstage again`);
+  }
 }
 
 function attachingRecord(spec: StageSpec, plan: AttachPlan, existing: VolumeRecord | null): VolumeRecord {
@@ -81,6 +106,7 @@ function attachingRecord(spec: StageSpec, plan: AttachPlan, existing: VolumeReco
     iface: plan.iface,
     ...(plan.clonedIface ? { clonedIface: plan.clonedIface } : {}),
     ...(plan.target.initiatorName ? { initiatorName: plan.target.initiatorName } : {}),
+    ...(plan.target.sessionChap ? { sessionChap: true } : {}),
     stagingPath: spec.stagingPath,
     accessType: spec.access.kind,
     ...(spec.access.kind === 'mount' ? { fsType: spec.access.fsType, mountFlags: spec.access.mountFlags } : {}),

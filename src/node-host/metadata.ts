@@ -41,6 +41,11 @@ export interface VolumeRecord {
   initiatorName?: string;
   /** iface transport (`tcp` when absent) */
   transport?: string;
+  /**
+   * whether the sessions authenticate with CHAP. The credentials are never kept here: a path whose
+   * node record is gone cannot be rebuilt by the healer without them (the next stage brings them).
+   */
+  sessionChap?: boolean;
   /** SCSI path devices (`sdb`), one per portal; informational: sdX names change across reboots */
   devices: string[];
   multipath?: { dm: string; wwid: string; name?: string };
@@ -196,6 +201,7 @@ const RECORD_FIELDS: { [K in keyof Required<VolumeRecord>]: { check: FieldCheck;
   clonedIface: { check: parsedBy(parseIfaceName, 'an iSCSI interface name'), optional: true },
   initiatorName: { check: parsedBy(parseInitiatorName, 'an iSCSI initiator name'), optional: true },
   transport: { check: matching(TRANSPORT_RE, 'an iSCSI transport name'), optional: true },
+  sessionChap: { check: boolean, optional: true },
   devices: { check: listOf(matching(DEVICE_NAME_RE, 'a kernel block device name')) },
   multipath: {
     check: objectOf({
@@ -227,6 +233,12 @@ export function validateRecord(doc: unknown, file: string): VolumeRecord {
     throw new Internal(`volume metadata ${file} does not match schema version ${METADATA_SCHEMA_VERSION}: ${e.message}; nothing was changed on the host; ${RESTORE_HINT}`);
   }
   return doc as VolumeRecord;
+}
+
+/** The records on disk, and the record files that could not be read (a healer acting on "no record" must know). */
+export interface RecordSurvey {
+  records: VolumeRecord[];
+  unreadable: string[];
 }
 
 export class MetadataStore {
@@ -328,15 +340,16 @@ export class MetadataStore {
     await fsyncDirectory(this.volumesDir()).catch(() => undefined);
   }
 
-  /** Every staged volume's record (corrupt ones are logged and skipped). */
-  async list(): Promise<VolumeRecord[]> {
+  /** Every volume's record, and the files that cannot be read (logged and skipped). */
+  async survey(): Promise<RecordSurvey> {
     let keys: string[];
     try {
       keys = await fs.readdir(this.volumesDir());
     } catch (e) {
-      if (errnoCode(e) === 'ENOENT') return [];
+      if (errnoCode(e) === 'ENOENT') return { records: [], unreadable: [] };
       throw e;
     }
+    const unreadable: string[] = [];
     const records = await Promise.all(
       keys.map(async (key) => {
         const file = join(this.volumesDir(), key, FILE_NAME);
@@ -344,16 +357,17 @@ export class MetadataStore {
           return await readRecord(file);
         } catch (e) {
           this.logger?.warn({ file, err: (e as Error).message }, 'skipping unreadable volume metadata');
+          unreadable.push(file);
           return null;
         }
       }),
     );
-    return records.filter((r): r is VolumeRecord => r !== null).sort((a, b) => a.volumeId.localeCompare(b.volumeId));
+    return { records: records.filter((r): r is VolumeRecord => r !== null).sort((a, b) => a.volumeId.localeCompare(b.volumeId)), unreadable: unreadable.sort() };
   }
 
   /** Staged volumes on target `iqn`, optionally without one volume (the one being detached). */
   async listByTarget(iqn: string, exceptVolumeId?: string): Promise<VolumeRecord[]> {
-    return (await this.list()).filter((r) => r.iqn === iqn && r.volumeId !== exceptVolumeId);
+    return (await this.survey()).records.filter((r) => r.iqn === iqn && r.volumeId !== exceptVolumeId);
   }
 }
 

@@ -386,6 +386,11 @@ export class Sysfs {
     }
   }
 
+  /** What holds a block device open as a layer over it (`block/<name>/holders`: dm maps, md, loop); empty when gone. */
+  async holders(name: string): Promise<string[]> {
+    return (await listDir(this.path('block', assertDeviceName(name), 'holders'))).sort();
+  }
+
   /**
    * The multipath map holding a path device: a `dm-*` entry in `block/sdX/holders` whose `dm/uuid`
    * starts with `mpath-`. The WWID comes from the uuid, never from the map's name (user_friendly_names).

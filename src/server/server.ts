@@ -26,16 +26,19 @@ export interface ServerOptions {
   socketMode: number;
   shutdownGraceMs: number;
   logger: Logger;
+  /** the per-volume guard, shared with whatever else works on volumes in this process (the node healer) */
+  guard?: OperationGuard;
 }
 
 export class CsiServer {
   readonly #server = new grpc.Server({ 'grpc.max_receive_message_length': 16 * 1024 * 1024 });
-  readonly #guard = new OperationGuard();
+  readonly #guard: OperationGuard;
   #inFlight = 0;
   #stopping = false;
   #idle: (() => void) | undefined;
 
   constructor(private readonly opts: ServerOptions, services: ServedService[]) {
+    this.#guard = opts.guard ?? new OperationGuard();
     for (const svc of services) this.#server.addService(svc.definition, this.#handlers(svc));
   }
 

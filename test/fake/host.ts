@@ -24,8 +24,9 @@ import type { WaitOptions } from '../../src/node-host/devices.js';
 import { ForgottenNodes } from '../../src/flows/node-records.js';
 import type {
   DeviceNodes, FilesystemTools, IscsiAdmin, MountTable, MultipathClaims, MultipathTool, NodeHost, PortalResolver,
-  ScsiView, SizeWaits, TargetLocks, TargetPaths, VolumeRecords,
+  ScsiView, SessionLedger, SizeWaits, TargetLocks, TargetPaths, VolumeRecords,
 } from '../../src/flows/ports.js';
+import { sessionKey, type SessionRef } from '../../src/node-host/session-marks.js';
 
 export const DEV_ROOT = '/dev';
 /** the node's own initiator name (the `default` iface has none of its own) */
@@ -171,6 +172,12 @@ export class FakeHost {
   /** symbolic links kubelet's paths may be (the driver must never mount through one) */
   private readonly symlinks = new Set<string>();
   private readonly records = new Map<string, VolumeRecord>();
+  /** record files that cannot be read (a survey names them) */
+  private readonly unreadableRecords: string[] = [];
+  /** the sessions marked as the driver's */
+  private readonly marks = new Map<string, SessionRef>();
+  /** holders other than a multipath map (an LVM or md layer, a loop device someone set up) */
+  private readonly otherHolders = new Map<string, string[]>();
   private readonly dns = new Map<string, string>();
   private readonly held: string[] = [];
   private readonly mutex = new KeyedMutex();
@@ -196,6 +203,7 @@ export class FakeHost {
       fs: this.filesystemTools(),
       multipath: this.multipathTool(),
       metadata: this.volumeRecords(),
+      sessionMarks: this.sessionLedger(),
       targetLocks: this.targetLocks(),
       paths: this.targetPaths(),
       resolver: this.portalResolver(),
@@ -288,6 +296,49 @@ export class FakeHost {
     for (const release of this.hungIo.splice(0)) release();
   }
 
+  /** A session logged out behind the driver's back (`iscsiadm -m session -r SID -u`): its devices go, its node record stays. */
+  logoutBehindBack(iqn: string, portal: string): void {
+    const i = this.sessionList.findIndex((s) => s.iqn === iqn && s.key === portal);
+    if (i < 0) throw new Error(`no session to ${portal} ${iqn}`);
+    const [s] = this.sessionList.splice(i, 1);
+    for (const d of [...this.scsiDevices.values()]) if (d.sid === s!.sid) this.removeDevice(d.name);
+  }
+
+  /** A device deleted behind the driver's back (`echo 1 > /sys/block/sdX/device/delete`). */
+  deleteDeviceBehindBack(name: string): void {
+    if (!this.scsiDevices.has(name)) throw new Error(`no device ${name}`);
+    this.removeDevice(name);
+  }
+
+  /** An operator's own session (not marked as the driver's), with the LUNs it scanned. */
+  operatorLogin(iqn: string, portal: string, luns: number[]): string[] {
+    const key = `${portal} ${iqn} default`;
+    this.nodeRecordsByKey.set(key, { settings: {}, tpgt: 1 });
+    const s: Session = { sid: ++this.counters.sid, host: this.counters.host++, iqn, portal: parsePortal(portal), key: portal, iface: 'default', state: 'LOGGED_IN' };
+    this.sessionList.push(s);
+    return luns.map((l) => this.scan(s, l)!.name);
+  }
+
+  /** A layer someone put over a device (an LVM volume, a loop device): it is in use. */
+  holdDevice(name: string, holder: string): void {
+    this.otherHolders.set(name, [...(this.otherHolders.get(name) ?? []), holder]);
+  }
+
+  /** A record file that cannot be read (corrupt): the survey names it. */
+  addUnreadableRecord(file: string): void {
+    this.unreadableRecords.push(file);
+  }
+
+  /** Drops a record without touching the host (the state directory lost it). */
+  loseRecord(volumeId: string): void {
+    this.records.delete(volumeId);
+  }
+
+  /** `iqn portal iface` of every session marked as the driver's */
+  markedSessions(): string[] {
+    return [...this.marks.keys()].sort();
+  }
+
   /** A record as a crash or an earlier driver left it. */
   putRecord(record: VolumeRecord): void {
     this.records.set(record.volumeId, structuredClone(record));
@@ -368,6 +419,7 @@ export class FakeHost {
       maps: this.mapNames(),
       mounts: this.mountList.map((m) => m.target),
       records: this.recordIds(),
+      marks: this.markedSessions(),
       locks: [...this.held],
     };
   }
@@ -634,6 +686,11 @@ export class FakeHost {
         this.step('sysfs.multipathHolder', name);
         return holder(this.holderOf(name));
       },
+      holders: async (name) => {
+        this.step('sysfs.holders', name);
+        const map = this.holderOf(name);
+        return [...(map ? [map.dm] : []), ...(this.otherHolders.get(name) ?? [])].sort();
+      },
       deviceWwid: async (name) => {
         this.step('sysfs.deviceWwid', name);
         return this.scsiDevices.get(name)?.wwid ?? null;
@@ -834,6 +891,28 @@ export class FakeHost {
       listByTarget: async (iqn, exceptVolumeId) => {
         this.step('metadata.listByTarget', `${iqn}${exceptVolumeId ? ` except ${exceptVolumeId}` : ''}`);
         return [...this.records.values()].filter((r) => r.iqn === iqn && r.volumeId !== exceptVolumeId).map((r) => structuredClone(r));
+      },
+      survey: async () => {
+        this.step('metadata.survey', '');
+        const records = [...this.records.values()].map((r) => structuredClone(r)).sort((a, b) => a.volumeId.localeCompare(b.volumeId));
+        return { records, unreadable: [...this.unreadableRecords] };
+      },
+    };
+  }
+
+  private sessionLedger(): SessionLedger {
+    return {
+      mark: async (ref) => {
+        this.step('marks.mark', sessionKey(ref));
+        this.marks.set(sessionKey(ref), { ...ref });
+      },
+      unmark: async (ref) => {
+        this.step('marks.unmark', sessionKey(ref));
+        this.marks.delete(sessionKey(ref));
+      },
+      list: async () => {
+        this.step('marks.list', '');
+        return [...this.marks.values()].map((m) => ({ ...m }));
       },
     };
   }

@@ -62,9 +62,18 @@ describe('config', () => {
     ['endpoint: tcp://1.2.3.4:5', 'endpoint'],
     ['commands: {tgtadm: {prefix: "chroot /host"}}', 'commands.tgtadm.prefix must be a list of strings'],
     ['commandPrefix: "chroot /host"', 'commandPrefix must be a list'],
+    ['node: {healing: {intervalMs: 5}}', 'node.healing.intervalMs must be an integer of at least 100'],
+    ['node: {healing: {orphanGraceMs: -1}}', 'node.healing.orphanGraceMs must be a non-negative integer'],
+    ['node: {healing: {enabled: "no"}}', 'node.healing.enabled must be a boolean'],
   ])('rejects %s with a message naming the key', (yaml, message) => {
     expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(ConfigError);
     expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(message);
+  });
+
+  it('node healing: on by default every 30 s with a 5 min grace for orphans; an off switch', () => {
+    expect(buildConfig(undefined).node.healing).toEqual({ enabled: true, intervalMs: 30_000, orphanGraceMs: 300_000, reapOrphans: true });
+    const off = buildConfig(loadConfigFile(file('heal.yaml', 'node: {healing: {enabled: false, reapOrphans: false}}')));
+    expect(off.node.healing).toMatchObject({ enabled: false, reapOrphans: false, intervalMs: 30_000 });
   });
 
   it('says where a broken file is', () => {

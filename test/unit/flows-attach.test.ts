@@ -2,7 +2,7 @@
 // dead portals, the multipath wait and the device name recorded.
 import { describe, expect, it } from 'vitest';
 import { status } from '@grpc/grpc-js';
-import { stage, type StageSpec } from '../../src/flows/stage.js';
+import { stage, unstage, type StageSpec } from '../../src/flows/stage.js';
 import { attach } from '../../src/flows/attach.js';
 import { clonedIfaceName } from '../../src/common/validate.js';
 import { FakeHost, rejectionOf } from '../fake/host.js';
@@ -144,10 +144,20 @@ describe('attach: a failed login', () => {
 });
 
 describe('attach: dead portals', () => {
-  it('a portal whose login fails while another comes up: staged, and no node record left for it (a reboot would retry it)', async () => {
+  it('a portal whose login fails while another comes up: staged; its node record stays with manual startup (the healer logs in with it), and unstage deletes it', async () => {
     const fake = fakeWithTarget().fail('iscsi.login', { exit: 24 }, { match: P2 });
     await stage(fake.host, stageSpec('vol-a', { portals: [P1, P2] }), null, fake.log);
     expect(fake.record('vol-a')!.phase).toBe('staged');
+    expect(fake.nodeRecords()).toEqual([`${P1} ${IQN} default`, `${P2} ${IQN} default`]);
+    expect(fake.nodeRecordSettings(P2, IQN, 'default')).toMatchObject({ 'node.startup': 'manual', 'node.session.scan': 'manual' });
+    await unstage(fake.host, fake.record('vol-a')!, fake.log);
+    expect(fake.nodeRecords()).toEqual([]);
+    expect(fake.markedSessions()).toEqual([]);
+  });
+
+  it('a node record whose settings cannot be written is deleted (without manual startup a boot would log in to it)', async () => {
+    const fake = fakeWithTarget().fail('iscsi.updateNode', { exit: 6 }, { match: P2 });
+    await stage(fake.host, stageSpec('vol-a', { portals: [P1, P2] }), null, fake.log);
     expect(fake.nodeRecords()).toEqual([`${P1} ${IQN} default`]);
   });
 

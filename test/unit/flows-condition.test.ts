@@ -1,5 +1,6 @@
 // The volume condition and usage on the in-memory host: the first problem an operator would find, in
-// order (session, LUN device, device state, mount, I/O), and the probe guard on stuck I/O.
+// order (each path: session, LUN device, device state; then mount, I/O), with the paths that are down
+// named, and the probe guard on stuck I/O.
 import { describe, expect, it } from 'vitest';
 import { stage } from '../../src/flows/stage.js';
 import { volumeCondition, volumeHealth } from '../../src/flows/condition.js';
@@ -30,32 +31,38 @@ describe('volume condition', () => {
   it('no session', async () => {
     const fake = await stagedVolume();
     await fake.host.iscsi.logout({ iqn: IQN, portal: { host: '10.0.0.1', port: 3260, family: 'ipv4' }, iface: 'default' });
-    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `no iSCSI session to ${IQN}` });
+    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `no live path to LUN 0 of ${IQN} (${P1}: no session)` });
   });
 
   it('a session that is not logged in', async () => {
     const fake = await stagedVolume();
     fake.setSessionState(IQN, P1, 'FAILED');
-    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `iSCSI session to ${IQN} is FAILED` });
+    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `no live path to LUN 0 of ${IQN} (${P1}: session FAILED)` });
   });
 
   it('the LUN has no device', async () => {
     const fake = await stagedVolume();
     await fake.host.sysfs.deleteDevice('sdb');
-    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `LUN 0 of ${IQN} has no device on this node` });
+    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `no live path to LUN 0 of ${IQN} (${P1}: no device for LUN 0)` });
   });
 
   it('every path device offline is abnormal; one of two is not', async () => {
     const fake = await stagedVolume({ portals: [P1, P2] });
     fake.setDeviceState('sdb', 'offline');
-    expect(await conditionOf(fake)).toEqual({ abnormal: false, message: 'healthy' });
+    expect(await conditionOf(fake)).toEqual({ abnormal: false, message: `1 of 2 paths up (${P1}: sdb offline)` });
     fake.setDeviceState('sdc', 'transport-offline');
-    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: 'sdb is offline, sdc is transport-offline' });
+    expect(await conditionOf(fake)).toEqual({ abnormal: true, message: `no live path to LUN 0 of ${IQN} (${P1}: sdb offline; ${P2}: sdc transport-offline)` });
   });
 
   it('a portal down since the stage: degraded, not abnormal', async () => {
     const fake = await stagedVolume({ portals: [P1, P2] }, (f) => { f.faults.portalsDown.add(P2); });
-    expect(await conditionOf(fake)).toEqual({ abnormal: false, message: '1 of 2 paths up' });
+    expect(await conditionOf(fake)).toEqual({ abnormal: false, message: `1 of 2 paths up (${P2}: no session)` });
+  });
+
+  it('one of two sessions FAILED: degraded, the failed path named', async () => {
+    const fake = await stagedVolume({ portals: [P1, P2] });
+    fake.setSessionState(IQN, P2, 'FAILED');
+    expect(await conditionOf(fake)).toEqual({ abnormal: false, message: `1 of 2 paths up (${P2}: session FAILED)` });
   });
 
   it('a mount that is gone, stale, or remounted read-only by the kernel', async () => {

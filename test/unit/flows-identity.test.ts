@@ -24,7 +24,7 @@ function spec(volumeId: string, wwid: string | undefined, o: SpecOptions = {}): 
 }
 
 function nothingLeft(fake: FakeHost): void {
-  expect(fake.leftovers()).toEqual({ sessions: [], nodeRecords: [], discoveryRecords: [], clonedIfaces: [], devices: [], maps: [], mounts: [], records: [], locks: [] });
+  expect(fake.leftovers()).toEqual({ sessions: [], nodeRecords: [], discoveryRecords: [], clonedIfaces: [], devices: [], maps: [], mounts: [], records: [], marks: [], locks: [] });
 }
 
 describe('the LUN identity (wwid)', () => {

@@ -19,7 +19,7 @@ function stageRejects(fake: FakeHost, spec: StageSpec): Promise<Error & { code?:
 }
 
 function nothingLeft(fake: FakeHost): void {
-  expect(fake.leftovers()).toEqual({ sessions: [], nodeRecords: [], discoveryRecords: [], clonedIfaces: [], devices: [], maps: [], mounts: [], records: [], locks: [] });
+  expect(fake.leftovers()).toEqual({ sessions: [], nodeRecords: [], discoveryRecords: [], clonedIfaces: [], devices: [], maps: [], mounts: [], records: [], marks: [], locks: [] });
 }
 
 describe('stage', () => {

@@ -108,23 +108,25 @@ describe('MetadataStore', () => {
     expect(order.slice(-3)).toEqual(['sync file', 'rename', 'sync dir']);
   });
 
-  it('reports a corrupt record as INTERNAL naming the file, and list() skips it', async () => {
+  it('reports a corrupt record as INTERNAL naming the file, and the survey skips it and names it', async () => {
     await store.save(record('pvc-good'));
     await store.save(record('pvc-bad'));
     await fsp.writeFile(store.filePath('pvc-bad'), '{"schemaVersion": 1, "volumeId": ');
     await expect(store.load('pvc-bad')).rejects.toThrow(`volume metadata ${store.filePath('pvc-bad')} is not valid JSON`);
     await fsp.writeFile(store.filePath('pvc-bad'), JSON.stringify({ schemaVersion: 99, volumeId: 'pvc-bad' }));
     await expect(store.load('pvc-bad')).rejects.toThrow(/does not match schema version 1/);
-    expect((await store.list()).map((r) => r.volumeId)).toEqual(['pvc-good']);
+    const survey = await store.survey();
+    expect(survey.records.map((r) => r.volumeId)).toEqual(['pvc-good']);
+    expect(survey.unreadable).toEqual([store.filePath('pvc-bad')]);
   });
 
   it('lists all staged volumes and those on one target (e.g. other LUNs still in use)', async () => {
-    expect(await store.list()).toEqual([]);
+    expect((await store.survey()).records).toEqual([]);
     await store.save(record('vol-a', { lun: 1 }));
     await store.save(record('vol-b', { lun: 2, phase: 'attaching' }));
     await store.save(record('vol-c', { iqn: 'iqn.2026-11.io.example:t2' }));
     await fsp.writeFile(join(store.volumeDir('vol-a'), '.iscsi.json.123.abc.tmp'), 'left by a crash');
-    expect((await store.list()).map((r) => r.volumeId)).toEqual(['vol-a', 'vol-b', 'vol-c']);
+    expect((await store.survey()).records.map((r) => r.volumeId)).toEqual(['vol-a', 'vol-b', 'vol-c']);
     expect((await store.listByTarget('iqn.2026-11.io.example:t1', 'vol-a')).map((r) => [r.volumeId, r.phase])).toEqual([['vol-b', 'attaching']]);
   });
 
@@ -217,10 +219,10 @@ describe('MetadataStore.load validates the whole record', () => {
     expect(await store.load('vol-m')).toEqual({ ...minimal, schemaVersion: METADATA_SCHEMA_VERSION });
   });
 
-  it('list() skips a record that fails validation', async () => {
+  it('the survey skips a record that fails validation', async () => {
     await store.save(record('vol-ok'));
     await corrupt('vol-c', { portals: [3260] });
-    expect((await store.list()).map((r) => r.volumeId)).toEqual(['vol-ok']);
+    expect((await store.survey()).records.map((r) => r.volumeId)).toEqual(['vol-ok']);
   });
 });
 
