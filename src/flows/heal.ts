@@ -81,46 +81,73 @@ export async function healPass(host: NodeHost, ctx: HealContext): Promise<HealEv
   return events;
 }
 
-/** Under the volume's guard, from its record read again (a call may have changed it since the survey). */
+/**
+ * A look without the volume's guard first (a healthy volume is never held from a CSI call); then,
+ * when there is something to do or report, under the guard from its record read again (a call may have
+ * changed it since the survey).
+ */
 async function healVolume(host: NodeHost, listed: VolumeRecord, ctx: HealContext): Promise<HealEvent[]> {
-  const release = ctx.takeVolume(listed.volumeId);
-  if (!release) {
-    ctx.memory.keepReported(`${listed.volumeId} `);
-    return [];
-  }
   try {
-    const record = await host.metadata.load(listed.volumeId);
-    if (!record) return [];
-    return record.phase === 'staged' ? await healStaged(host, record, ctx) : await finishHalfDone(host, record, ctx);
+    if (!(await needsWork(host, listed, ctx))) return [];
+    const release = ctx.takeVolume(listed.volumeId);
+    if (!release) {
+      ctx.memory.keepReported(`${listed.volumeId} `);
+      return [];
+    }
+    try {
+      const record = await host.metadata.load(listed.volumeId);
+      if (!record) return [];
+      return record.phase === 'staged' ? await healStaged(host, record, ctx) : await finishHalfDone(host, record, ctx);
+    } finally {
+      release();
+    }
   } catch (e) {
     return [{ action: 'check-failed', outcome: 'failed', reason: toCsiError(e).message, volumeId: listed.volumeId, iqn: listed.iqn }];
-  } finally {
-    release();
   }
 }
 
-/** Each recorded portal's path, then the filesystem. */
-async function healStaged(host: NodeHost, record: VolumeRecord, ctx: HealContext): Promise<HealEvent[]> {
-  const events: HealEvent[] = [];
+async function needsWork(host: NodeHost, record: VolumeRecord, ctx: HealContext): Promise<boolean> {
+  if (record.phase !== 'staged') return ctx.memory.seenForMs(halfDoneKey(record)) >= ctx.graceMs;
+  if ((await pathFindings(host, record)).length > 0) return true;
+  return record.accessType === 'mount' && (await filesystemProblem(host, record)) !== null;
+}
+
+/** A recorded portal whose path is not up: its session FAILED, no session at all, or no device for the LUN on it. */
+interface PathFinding {
+  portal: string;
+  problem: 'session-failed' | 'no-session' | 'no-device';
+  sessionState?: string | null;
+}
+
+async function pathFindings(host: NodeHost, record: VolumeRecord): Promise<PathFinding[]> {
   const hosts = await host.sysfs.portalHostMap(record.iqn, record.iface);
   const sessions = (await host.sysfs.topology(record.iqn)).sessionsForTarget(record.iqn);
-  let restored = false;
+  const findings: PathFinding[] = [];
   for (const portal of record.portals) {
-    const scsiHost = hosts.get(portal);
-    const session = sessions.find((s) => s.host === scsiHost);
-    const at = { volumeId: record.volumeId, iqn: record.iqn, portal };
-    if (session && session.state !== 'LOGGED_IN') {
-      events.push(...ctx.memory.report(`${record.volumeId} session ${portal}`, {
+    const session = sessions.find((s) => s.host === hosts.get(portal));
+    if (!session) findings.push({ portal, problem: 'no-session' });
+    else if (session.state !== 'LOGGED_IN') findings.push({ portal, problem: 'session-failed', sessionState: session.state });
+    else if (!session.luns.some((l) => l.lun === record.lun && l.devices.length > 0)) findings.push({ portal, problem: 'no-device' });
+  }
+  return findings;
+}
+
+/** Each path that is not up: reported (FAILED) or restored (backing off after a failure); then the filesystem. */
+async function healStaged(host: NodeHost, record: VolumeRecord, ctx: HealContext): Promise<HealEvent[]> {
+  const events: HealEvent[] = [];
+  let restored = false;
+  for (const f of await pathFindings(host, record)) {
+    const at = { volumeId: record.volumeId, iqn: record.iqn, portal: f.portal };
+    if (f.problem === 'session-failed') {
+      events.push(...ctx.memory.report(`${record.volumeId} session ${f.portal}`, {
         action: 'session-failed', outcome: 'reported', ...at,
-        reason: `the session is ${session.state ?? 'in an unknown state'}: iscsid is recovering it (logging out would delete the devices under the volume's filesystem)`,
+        reason: `the session is ${f.sessionState ?? 'in an unknown state'}: iscsid is recovering it (logging out would delete the devices under the volume's filesystem)`,
       }));
       continue;
     }
-    const hasDevice = session?.luns.some((l) => l.lun === record.lun && l.devices.length > 0) ?? false;
-    if (session && hasDevice) continue;
-    const key = `${record.volumeId} path ${portal}`;
+    const key = `${record.volumeId} path ${f.portal}`;
     if (!ctx.memory.mayTry(key)) continue;
-    const event = await restorePath(host, record, portal, session ? 'scan' : 'login', ctx);
+    const event = await restorePath(host, record, f.portal, f.problem === 'no-device' ? 'scan' : 'login', ctx);
     if (event.outcome === 'done') ctx.memory.succeeded(key);
     else ctx.memory.failed(key);
     restored ||= event.outcome === 'done';
@@ -227,7 +254,7 @@ async function filesystemProblem(host: NodeHost, record: VolumeRecord): Promise<
  * filesystem is mounted anywhere.
  */
 async function finishHalfDone(host: NodeHost, record: VolumeRecord, ctx: HealContext): Promise<HealEvent[]> {
-  const key = `${record.volumeId} half-done`;
+  const key = halfDoneKey(record);
   const ageMs = ctx.memory.seenForMs(key);
   if (ageMs < ctx.graceMs || !ctx.memory.mayTry(key)) return [];
   const at = { volumeId: record.volumeId, iqn: record.iqn };
@@ -240,4 +267,8 @@ async function finishHalfDone(host: NodeHost, record: VolumeRecord, ctx: HealCon
     ctx.memory.failed(key);
     return [{ action: 'half-done-finished', outcome: 'failed', ...at, reason: `${reason}; ${toCsiError(e).message}` }];
   }
+}
+
+function halfDoneKey(record: VolumeRecord): string {
+  return `${record.volumeId} half-done`;
 }

@@ -171,6 +171,15 @@ describe('healing a staged volume', () => {
     expect(summary(events)).toEqual(['path-not-in-map failed']);
   });
 
+  it('a healthy volume is checked without taking it from CSI calls', async () => {
+    const fake = await stagedFake({ block: true });
+    const healer = new Healer(fake);
+    const taken: string[] = [];
+    const events = await healPass(fake.host, { memory: healer.memory, takeVolume: (id) => { taken.push(id); return () => undefined; }, graceMs: GRACE_MS, reapOrphans: true, log: fake.log });
+    expect(events).toEqual([]);
+    expect(taken).toEqual([]);
+  });
+
   it('a volume a CSI call holds is skipped', async () => {
     const fake = await stagedFake({ block: true });
     fake.logoutBehindBack(IQN, P1);
