@@ -1,8 +1,15 @@
 # One image for both halves of the driver: `--mode controller` (Deployment) and `--mode node`
-# (DaemonSet); see deploy/. Build: docker build -t <registry>/iscsi-csi:<package.json version> .
+# (DaemonSet); see deploy/. Build:
+#   docker build --build-arg REVISION=$(git rev-parse HEAD) -t <registry>/iscsi-csi:<package.json version> .
+#
+# The base: Node.js 24, the Active LTS line (end of life 2028-04-30), on Debian 13 (trixie, stable),
+# pinned by the digest of its multi-arch index with the tag beside it, so a rebuild gets the same base
+# until the pin is moved on purpose. To move it to the latest build of the tag:
+#   docker buildx imagetools inspect node:24-trixie-slim --format '{{json .Manifest.Digest}}'
+ARG NODE_IMAGE=node:24-trixie-slim@sha256:8ec5d7557396cfe32d21c3f9c13072355ceab22b584578ca4bb28af31120cffe
 
 # ---- build: compile the TypeScript sources to dist/ ------------------------------------------------
-FROM node:20-bookworm-slim AS build
+FROM ${NODE_IMAGE} AS build
 WORKDIR /src
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
@@ -11,14 +18,23 @@ COPY src ./src
 RUN npx tsc -p tsconfig.json
 
 # ---- runtime ---------------------------------------------------------------------------------------
-FROM node:20-bookworm-slim
+FROM ${NODE_IMAGE}
+ARG NODE_IMAGE
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="iscsi-csi" \
+      org.opencontainers.image.description="Kubernetes CSI driver for iSCSI block volumes (controller and node plugin)" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="${NODE_IMAGE}"
 # The filesystem tools the node plugin runs inside the container (deploy/config-node.yaml gives them
 # `prefix: []`): blkid, blockdev, fsck (util-linux), mount, umount (mount), mkfs.ext4/ext3, resize2fs
 # (e2fsprogs), mkfs.xfs, xfs_growfs (xfsprogs), mkfs.btrfs, btrfs (btrfs-progs); nsenter (util-linux)
 # reaches the host's tools. No open-iscsi on purpose: only one iscsid may run per node (its netlink
 # socket is not namespaced), and an iscsiadm from the image would not match the host's iscsid and node
 # database, so iscsiadm, multipath and multipathd are always the host's, run through commandPrefix.
-# Unpinned on purpose: bookworm's stable versions, with its security updates at every rebuild.
+# Unpinned on purpose: trixie's stable versions, with its security updates at every rebuild.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \

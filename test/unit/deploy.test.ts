@@ -392,7 +392,29 @@ describe('Dockerfile', () => {
     expect(JSON.parse(entry!)).toEqual(['node', `/app/${pkg.bin['iscsi-csi']}`]);
     expect(pkg.bin['iscsi-csi']).toBe('dist/src/cli.js');
     expect(existsSync(join(REPO, 'dist/src/cli.js')), 'tsc -p tsconfig.json emits dist/src/cli.js').toBe(true);
-    expect(dockerfile).toMatch(/^FROM node:20-bookworm-slim AS build$/m);
+  });
+
+  /** End of life of Node.js release lines (nodejs.org's release schedule). */
+  const NODE_END_OF_LIFE: Record<number, string> = { 18: '2025-04-30', 20: '2026-04-30', 22: '2027-04-30', 24: '2028-04-30', 26: '2029-04-30' };
+
+  it('builds on a Node.js LTS line that is not past its end of life, pinned by digest with its tag, the same base in both stages', () => {
+    const args = new Map([...dockerfile.matchAll(/^ARG (\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]));
+    const bases = [...dockerfile.matchAll(/^FROM (\S+)/gm)].map((m) => m[1]!.replace(/^\$\{(\w+)\}$/, (_, name: string) => args.get(name) ?? name));
+    expect(bases).toHaveLength(2);
+    expect(new Set(bases).size, 'one base for build and runtime').toBe(1);
+    const pinned = /^node:(\d+)(?:\.\d+)*-[a-z]+-slim@sha256:[0-9a-f]{64}$/.exec(bases[0]!);
+    expect(pinned, `${bases[0]} is node:<major>-<debian>-slim@sha256:<digest>`).not.toBeNull();
+    const major = Number(pinned![1]);
+    expect(major % 2, 'an even (LTS) release line').toBe(0);
+    expect(NODE_END_OF_LIFE[major], `the end of life of Node.js ${major} is known`).toBeDefined();
+    expect(new Date(NODE_END_OF_LIFE[major]!).getTime(), `Node.js ${major} reached its end of life on ${NODE_END_OF_LIFE[major]}`).toBeGreaterThan(Date.now());
+  });
+
+  it('carries the OCI image labels, the version the package declares', () => {
+    const labels = new Map([...dockerfile.replace(/\\\n/g, ' ').matchAll(/(org\.opencontainers\.image\.[a-z.]+)="([^"]*)"/g)].map((m) => [m[1]!, m[2]!]));
+    for (const key of ['title', 'description', 'version', 'revision', 'licenses', 'base.name']) expect(labels.has(`org.opencontainers.image.${key}`), key).toBe(true);
+    expect(labels.get('org.opencontainers.image.licenses')).toBe((JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { license: string }).license);
+    expect(/^ARG VERSION=(\S+)$/m.exec(dockerfile)?.[1], 'ARG VERSION defaults to package.json version').toBe(pkg.version);
   });
 
   it('installs every tool the node config runs inside the container', () => {
