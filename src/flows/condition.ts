@@ -1,6 +1,7 @@
 // A staged volume's condition and usage, read from real state: session logged in, device present,
 // mount healthy and writable; bytes and inodes of the filesystem, or the size of a block device. I/O on
 // the volume's own path goes through the probe guard: bounded, never two at once per path.
+import { basename } from 'node:path';
 import type { VolumeCondition, VolumeUsage } from '../csi/types.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
 import type { MountTable, NodeHost } from './ports.js';
@@ -65,8 +66,10 @@ async function pathStates(host: NodeHost, record: VolumeRecord): Promise<PathSta
  */
 async function volumeUsage(host: NodeHost, record: VolumeRecord, volumePath: string, mounted: boolean): Promise<VolumeUsage[]> {
   if (record.accessType === 'block') {
-    const bytes = record.devicePath ? await host.fs.blockDeviceSize(record.devicePath).catch(() => null) : null;
-    return bytes !== null ? [{ unit: 'BYTES', total: bytes, available: 0, used: 0 }] : [];
+    // the capacity sysfs reports for the staged device (no process spawned, no I/O on the device)
+    const real = record.devicePath ? await host.devices.resolveDevice(record.devicePath) : null;
+    const bytes = real ? await host.sysfs.deviceSizeBytes(basename(real)).catch(() => null) : null;
+    return bytes !== null ? [{ unit: 'BYTES', total: bytes, available: 0, used: 0 }] : capacityOnly(host, record);
   }
   if (!mounted) return [];
   const probe = await host.probes.run(ioProbeKey(volumePath), () => host.fs.statfs(volumePath).catch(() => null), host.cfg.timeouts.volumeProbeMs);

@@ -105,10 +105,11 @@ describe('volume usage', () => {
     expect(usage[0]).toMatchObject({ total: GIB });
   });
 
-  it('a block volume: the device size', async () => {
+  it('a block volume: the device size, from sysfs (no command run)', async () => {
     const fake = await stagedVolume({ block: true });
     const { usage } = await volumeHealth(fake.host, fake.record('vol-a')!, PATH, false);
     expect(usage).toEqual([{ unit: 'BYTES', total: GIB, available: 0, used: 0 }]);
+    expect(fake.ops('fs.')).toEqual([]);
   });
 
   it('stuck I/O: the capacity from sysfs (kubelet drops a reply without usage, and its condition), no statfs piled up behind the stuck read', async () => {
