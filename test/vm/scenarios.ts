@@ -4,8 +4,8 @@
 // (`iscsiadm -m session` / `-m node`, /proc/mounts, /sys/block, data read back). Prints one TAP-like
 // line per scenario ("ok N name (s)" / "not ok N name: why") and exits 1 when any failed.
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
-import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { join } from 'node:path';
+import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { basename, join } from 'node:path';
 import { CsiClient } from '../helpers/client.js';
 import { blockCapability, mountCapability } from '../helpers/sim-driver.js';
 
@@ -71,6 +71,29 @@ function scsiDisks(): string[] {
   return readdirSync('/sys/block').filter((d) => d.startsWith('sd')).sort();
 }
 
+/** The SCSI disks whose /sys/block/sdX/device/wwid is `wwid` (the kernel's name for the LUN). */
+function disksOf(wwid: string): string[] {
+  return scsiDisks().filter((x) => {
+    try {
+      return readFileSync(`/sys/block/${x}/device/wwid`, 'utf8').trim() === wwid;
+    } catch {
+      return false; // removed meanwhile
+    }
+  });
+}
+
+/**
+ * The iSCSI session a disk is on (`sessionN` in its sysfs path), null once it is gone. The kernel never
+ * reuses session ids, while a new session may get the old one's SCSI host number and sd name.
+ */
+function diskSession(disk: string): string | null {
+  try {
+    return /\/(session\d+)\//.exec(realpathSync(`/sys/block/${disk}/device`))?.[1] ?? null;
+  } catch {
+    return null;
+  }
+}
+
 function dmDevices(): string[] {
   return readdirSync('/sys/block').filter((d) => d.startsWith('dm-')).sort();
 }
@@ -94,6 +117,21 @@ function loginsLogged(iqn: string, since: number): number {
   return driverLogLines().filter((l) => l.msg === 'logged in' && l.iqn === iqn && Date.parse(String(l.time)) >= since).length;
 }
 
+/** The healer's event lines (`healer: <action> <outcome>`) naming `iqn`, logged since `since`. */
+function healerLogged(iqn: string, since: number): Record<string, unknown>[] {
+  return driverLogLines().filter((l) => String(l.msg).startsWith('healer: ') && l.iqn === iqn && Date.parse(String(l.time)) >= since);
+}
+
+/** Polls `probe` every 500 ms until it holds, `ms` at most; whether it did. */
+async function until(ms: number, probe: () => boolean | Promise<boolean>): Promise<boolean> {
+  const end = Date.now() + ms;
+  for (;;) {
+    if (await probe()) return true;
+    if (Date.now() >= end) return false;
+    await sleep(500);
+  }
+}
+
 // ---- the driver, in its own process -------------------------------------------------------------
 
 interface DriverOptions { portals?: string[]; config?: Record<string, unknown> }
@@ -103,6 +141,9 @@ class Driver {
   client = new CsiClient(`unix://${SOCKET}`);
   nodeId = '';
   private opts: DriverOptions = {};
+
+  /** What the driver runs with now (a scenario that changes them puts these back). */
+  get options(): DriverOptions { return this.opts; }
 
   configFile(opts: DriverOptions): string {
     const cfg = {
@@ -256,9 +297,10 @@ class Vol {
     }
   }
 
-  read(bytes: number): string {
-    if (this.kind === 'mount') return readFileSync(join(this.target, 'data.txt'), 'utf8');
-    const fd = openSync(this.target, 'r');
+  /** Reads back what `write` wrote, through the published path or `path` (another node of the same block device). */
+  read(bytes: number, path = this.target): string {
+    if (this.kind === 'mount') return readFileSync(join(path, 'data.txt'), 'utf8');
+    const fd = openSync(path, 'r');
     try {
       const b = Buffer.alloc(bytes);
       readSync(fd, b, 0, bytes, MiB);
@@ -608,6 +650,14 @@ const killedMidStage: Scenario = {
   },
 };
 
+/** iscsid killed and started again (an upgrade, a crash and its restart): the kernel keeps the sessions. */
+async function restartIscsid(): Promise<void> {
+  await sh(['pkill', '-x', 'iscsid']);
+  for (let i = 0; i < 100 && (await sh(['pgrep', '-x', 'iscsid'])).code === 0; i++) await sleep(100);
+  await must(['iscsid']);
+  await sleep(1_000);
+}
+
 const iscsidRestart: Scenario = {
   name: 'iscsid restarted while volumes are staged: I/O goes on, unstage logs out',
   async run(d) {
@@ -616,10 +666,7 @@ const iscsidRestart: Scenario = {
     await v.stage();
     await v.publish();
     v.write('before the restart');
-    await sh(['pkill', '-x', 'iscsid']);
-    for (let i = 0; i < 100 && (await sh(['pgrep', '-x', 'iscsid'])).code === 0; i++) await sleep(100);
-    await must(['iscsid']);
-    await sleep(1_000);
+    await restartIscsid();
     check((await sessions(v.iqn)).length === 1, 'the session is not listed after iscsid restarted');
     check(v.read(0) === 'before the restart', 'data unreadable after the restart');
     v.write('after the restart');
@@ -627,6 +674,170 @@ const iscsidRestart: Scenario = {
     await v.teardown();
     await checkTargetGone(v.iqn, disks);
   },
+};
+
+interface Healing { enabled: boolean; intervalMs: number; orphanGraceMs: number; reapOrphans: boolean }
+
+/** Runs `fn` on the driver restarted with `healing` over its current options; those are back after. */
+async function withHealing<T>(d: Driver, healing: Healing, fn: () => Promise<T>): Promise<T> {
+  const before = d.options;
+  // configFile spreads `config` over the top level: the whole `node` map goes in, healing replaced
+  const node = { ...(before.config?.node as object | undefined), healing };
+  await d.restart({ ...before, config: { ...before.config, node } });
+  try {
+    return await fn();
+  } finally {
+    await d.restart(before);
+  }
+}
+
+/** udev's by-path link of a LUN on PORTAL_A, the disk it leads to and that disk's session (nulls while there is none). */
+function byPathDisk(iqn: string, lun: string): { link: string; disk: string | null; session: string | null } {
+  const link = `/dev/disk/by-path/ip-${PORTAL_A}-iscsi-${iqn}-lun-${lun}`;
+  try {
+    const disk = basename(realpathSync(link));
+    return { link, disk, session: diskSession(disk) };
+  } catch {
+    return { link, disk: null, session: null }; // no link yet
+  }
+}
+
+const healingRelogin: Scenario = {
+  name: "healing: a session logged out behind the driver's back (iscsid just restarted) is logged in again and its LUN rescanned; the data is intact",
+  run: (d) => withHealing(d, { enabled: true, intervalMs: 1_000, orphanGraceMs: 600_000, reapOrphans: true }, async () => {
+    const disks = scsiDisks();
+    const v = await provision(d, 'heal-relogin', blockCapability(), 'block', 16 * MiB);
+    const wwid = v.publishContext.wwid ?? '';
+    const lun = v.volume.volume_context.lun!;
+    await v.stage();
+    await v.publish();
+    const text = `healed ${Date.now()}`;
+    v.write(text);
+    const [old] = disksOf(wwid);
+    check(old, `no disk with wwid ${wwid} after the stage: ${scsiDisks().join(', ')}`);
+    const oldSession = diskSession(old);
+    check(oldSession, `${old} is on no iSCSI session: ${realpathSync(`/sys/block/${old}/device`)}`);
+    await restartIscsid();
+    const since = Date.now();
+    // the new iscsid takes the kernel's session over by logging in again on its connection: the session
+    // is FAILED for a few seconds, and a logout meanwhile fails with 32 ("target likely not connected");
+    // retried, as an operator would
+    let logout: Cmd = { code: -1, stdout: '', stderr: '' };
+    const t1 = performance.now();
+    const loggedOut = await until(30_000, async () => (logout = await sh(['iscsiadm', '-m', 'node', '-T', v.iqn, '-p', PORTAL_A, '--logout'])).code === 0);
+    check(loggedOut, `the logout kept failing: exit ${logout.code}: ${logout.stderr.trim()}`);
+    const logoutS = (performance.now() - t1) / 1000;
+    // by its session: the healer may already be logging in again, and its disk may take the old name
+    check(!existsSync(`/sys/class/iscsi_session/${oldSession}`) && !disksOf(wwid).some((x) => diskSession(x) === oldSession), `${old} on ${oldSession} still there after the logout`);
+    const t0 = performance.now();
+    const healed = await until(60_000, async () => {
+      const now = byPathDisk(v.iqn, lun).session;
+      return now !== null && now !== oldSession && (await sessions(v.iqn)).length === 1
+        && healerLogged(v.iqn, since).some((l) => l.msg === 'healer: session-login done');
+    });
+    const healS = (performance.now() - t0) / 1000;
+    const s = await sessions(v.iqn);
+    check(s.length === 1, `sessions of ${v.iqn} ${healS.toFixed(1)} s after the logout: ${JSON.stringify(s)}`);
+    const { link, disk, session } = byPathDisk(v.iqn, lun);
+    check(disk && session, `${link} does not resolve to a disk of a session ${healS.toFixed(1)} s after the logout; disks: ${scsiDisks().join(', ')}`);
+    check(session !== oldSession, `${link} still leads to ${disk} on the old ${session}`);
+    const kernel = readFileSync(`/sys/block/${disk}/device/wwid`, 'utf8').trim();
+    check(kernel === wwid, `the new ${disk}'s wwid is ${kernel}, publish_context says ${wwid}`);
+    const events = healerLogged(v.iqn, since);
+    check(healed, `the healer logged for ${v.iqn}: ${JSON.stringify(events.map((l) => [l.msg, l.reason]))}`);
+    const st = await v.stats();
+    check(st.volume_condition?.abnormal === false, `volume_condition after healing: ${JSON.stringify(st.volume_condition)}`);
+    // the publish target is a bind of the old /dev/sdX node (its inode, so its major:minor), whose disk
+    // was deleted with the session: it leads to the new disk only if that happens to get the same
+    // numbers. Read through the LUN's by-path link, which udev points at the new disk.
+    const back = v.read(Buffer.byteLength(text), link);
+    check(back === text, `read back ${JSON.stringify(back)} through ${link}, wrote ${JSON.stringify(text)}`);
+    const viaTarget = (() => {
+      try {
+        return v.read(Buffer.byteLength(text)) === text ? 'reads the data' : 'reads other bytes';
+      } catch (e) {
+        return `fails (${(e as { code?: string }).code})`;
+      }
+    })();
+    await v.teardown();
+    await checkTargetGone(v.iqn, disks);
+    return `logout through after ${logoutS.toFixed(1)} s; ${old} on ${oldSession} → ${disk} on ${session} ${healS.toFixed(1)} s after it; healer: ${events.map((l) => String(l.msg).slice(8)).join(', ')}; condition ${st.volume_condition.message}; the old publish target ${viaTarget}`;
+  }),
+};
+
+/** The directory under <STATE>/volumes/ holding the record of `volumeId`. */
+function recordDir(volumeId: string): string {
+  const root = join(STATE, 'volumes');
+  const dir = readdirSync(root).map((k) => join(root, k)).find((k) => {
+    try {
+      return (JSON.parse(readFileSync(join(k, 'iscsi.json'), 'utf8')) as { volumeId?: string }).volumeId === volumeId;
+    } catch {
+      return false;
+    }
+  });
+  check(dir, `no record of ${volumeId} under ${root}: ${readdirSync(root).join(', ')}`);
+  return dir;
+}
+
+/** An operator's own session, logged in by hand with a node record for this one target (no discovery). */
+async function operatorLogin(iqn: string): Promise<void> {
+  await must(['iscsiadm', '-m', 'node', '-o', 'new', '-T', iqn, '-p', PORTAL_A]);
+  await must(['iscsiadm', '-m', 'node', '-T', iqn, '-p', PORTAL_A, '--login']);
+}
+
+/** The operator's session and node record gone again (either may already be: exit codes ignored). */
+async function operatorLogout(iqn: string): Promise<void> {
+  await sh(['iscsiadm', '-m', 'node', '-T', iqn, '-p', PORTAL_A, '--logout']);
+  await sh(['iscsiadm', '-m', 'node', '-o', 'delete', '-T', iqn, '-p', PORTAL_A]);
+}
+
+const healingOrphans: Scenario = {
+  name: "healing: orphans — a session of this driver whose volume record was lost is logged out after the grace period; an operator's own session is never touched",
+  run: (d) => withHealing(d, { enabled: true, intervalMs: 1_000, orphanGraceMs: 3_000, reapOrphans: true }, async () => {
+    const disks = scsiDisks();
+    const started = Date.now();
+    const a = await provision(d, 'orphan-a', blockCapability(), 'block', 16 * MiB);
+    // published to this node by the controller (the target's ACL admits only published nodes), never staged
+    const b = await provision(d, 'operator-b', blockCapability(), 'block', 16 * MiB);
+    check(a.iqn !== b.iqn, `both volumes on target ${a.iqn}`);
+    const [wwidA, wwidB] = [a.publishContext.wwid ?? '', b.publishContext.wwid ?? ''];
+    const cleanUp = async () => {
+      // A too: should the healer have left its session, the next scenarios must not find it
+      for (const v of [b, a]) await operatorLogout(v.iqn);
+      for (const v of [a, b]) await v.destroy();
+    };
+    let detail: string;
+    try {
+      await a.stage();
+      check(disksOf(wwidA).length === 1, `disks of A after the stage: ${disksOf(wwidA).join(', ')}`);
+      await operatorLogin(b.iqn);
+      check(await until(30_000, () => disksOf(wwidB).length === 1), `no disk with B's wwid ${wwidB} after the hand login: ${scsiDisks().join(', ')}`);
+      const diskB = disksOf(wwidB)[0]!;
+      rmSync(recordDir(a.id), { recursive: true });
+      const t0 = performance.now();
+      const gone = async () => (await sessions(a.iqn)).length === 0 && (await nodeRecords(a.iqn)).length === 0 && disksOf(wwidA).length === 0;
+      const reaped = await until(30_000, gone);
+      const reapS = (performance.now() - t0) / 1000;
+      const eventsA = healerLogged(a.iqn, started);
+      const seen = async () => `sessions ${JSON.stringify(await sessions(a.iqn))}, node records ${JSON.stringify(await nodeRecords(a.iqn))}, disks ${disksOf(wwidA).join(', ')}; healer: ${JSON.stringify(eventsA.map((l) => [l.msg, l.reason]))}`;
+      check(reaped, `A's orphan not reaped ${reapS.toFixed(1)} s after its record was removed: ${await seen()}`);
+      for (const msg of ['healer: orphan-device done', 'healer: orphan-session done']) {
+        check(eventsA.some((l) => l.msg === msg), `no "${msg}" line for ${a.iqn}: ${await seen()}`);
+      }
+      const sB = await sessions(b.iqn);
+      check(sB.length === 1, `the operator's sessions of ${b.iqn}: ${JSON.stringify(sB)}`);
+      check(disksOf(wwidB).includes(diskB), `the operator's disk ${diskB} is gone: disks with B's wwid ${disksOf(wwidB).join(', ')}`);
+      const eventsB = healerLogged(b.iqn, started);
+      check(eventsB.length === 0, `the healer logged for the operator's ${b.iqn}: ${JSON.stringify(eventsB)}`);
+      detail = `reaped ${reapS.toFixed(1)} s after the record was removed (grace 3 s); healer on A: ${eventsA.map((l) => String(l.msg).slice(8)).join(', ')}; operator's ${diskB} kept`;
+    } catch (e) {
+      await cleanUp().catch(() => undefined);
+      throw e;
+    }
+    await cleanUp();
+    for (const v of [a, b]) await checkTargetGone(v.iqn, disks);
+    return detail;
+  }),
 };
 
 const ISCSI_LOCK_DIR = '/run/lock/iscsi';
@@ -745,6 +956,8 @@ const SCENARIOS: Scenario[] = [
   expansion('xfs', 320 * MiB, 400 * MiB),
   killedMidStage,
   iscsidRestart,
+  healingRelogin,
+  healingOrphans,
   staleIscsiLock,
   storm('mount', 32),
   storm('block', 32),
