@@ -2,6 +2,7 @@
 // configurable command with its own timeout and optional prefix (e.g. `chroot /host`), so the same
 // code runs on a real node, in a container, and on the simulated host used by the tests.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { parse as parseYaml } from 'yaml';
 
 export const COMMAND_NAMES = [
@@ -108,6 +109,8 @@ export interface Config {
   timeouts: TimeoutConfig;
   node: NodeConfig;
   controller: ControllerConfig;
+  /** `HOST:PORT` of the Prometheus endpoint (`/metrics`, plain HTTP); empty: no endpoint, no port opened */
+  metricsAddress: string;
 }
 
 export const DEFAULT_DRIVER_NAME = 'iscsi.csi.tsdriver.dev';
@@ -173,6 +176,7 @@ export function defaultConfig(): Config {
       },
       static: { inventoryFile: '/etc/iscsi-csi/inventory.yaml', wipeOnDeleteMiB: 0 },
     },
+    metricsAddress: '',
   };
 }
 
@@ -280,6 +284,31 @@ export function validateConfig(cfg: Config): void {
   if (!(Number.isInteger(healing.intervalMs) && healing.intervalMs >= MIN_HEAL_INTERVAL_MS)) throw new ConfigError(`node.healing.intervalMs must be an integer of at least ${MIN_HEAL_INTERVAL_MS}`);
   if (!(Number.isInteger(healing.orphanGraceMs) && healing.orphanGraceMs >= 0)) throw new ConfigError('node.healing.orphanGraceMs must be a non-negative integer');
   if (!['tgt', 'static'].includes(cfg.controller.backend)) throw new ConfigError('controller.backend must be tgt or static');
+  if (typeof cfg.metricsAddress !== 'string') throw new ConfigError('metricsAddress must be a string');
+  if (cfg.metricsAddress !== '') parseListenAddress(cfg.metricsAddress, 'metricsAddress');
+}
+
+export interface ListenAddress {
+  /** an IP address or a host name; empty: every interface */
+  host: string;
+  /** 0: any free port */
+  port: number;
+}
+
+const HOST_NAME_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const MAX_PORT = 65_535;
+
+/** `HOST:PORT`, `[IPv6]:PORT` or `:PORT` (every interface), as Go's net.Listen and the CSI sidecars take it. */
+export function parseListenAddress(text: string, key: string): ListenAddress {
+  const bad = (why: string): never => { throw new ConfigError(`${key} ${JSON.stringify(text)} ${why} (HOST:PORT, [IPv6]:PORT or :PORT)`); };
+  const m = /^(?:\[([^\]]+)\]|([^:[\]]*)):(\d{1,5})$/.exec(text);
+  if (!m) return bad('is not an address to listen on');
+  const host = m[1] ?? m[2] ?? '';
+  if (m[1] !== undefined && isIP(host) !== 6) return bad('has no IPv6 address in its brackets');
+  if (m[2] !== undefined && host !== '' && isIP(host) === 0 && (!HOST_NAME_RE.test(host) || /^[\d.]+$/.test(host))) return bad('names no IP address or host name');
+  const port = Number(m[3]);
+  if (port > MAX_PORT) return bad(`has a port above ${MAX_PORT}`);
+  return { host, port };
 }
 
 function prefixKeys(prefix: string, obj: object): Record<string, unknown> {

@@ -39,6 +39,37 @@ export interface CommandRunner {
   readonly stats: RunStats;
 }
 
+/** How a command ended: its exit status, or none (killed at its timeout, by a signal, or it could not be started). */
+export type CommandEnd = { exitCode: number } | { exitCode: null; timedOut: boolean };
+
+/** Told of every command a runner ran (the metrics); must not throw. */
+export interface CommandObserver {
+  commandFinished(name: CommandName, end: CommandEnd, seconds: number): void;
+}
+
+/**
+ * The runner with every command reported to `observer`. `inner.run` is looked up at each call, so a
+ * wrapper put around `inner` later (the benchmark's recorder) still sees every command. A timeout is
+ * the DeadlineExceeded that run() throws; anything else it throws is a command that did not exit.
+ */
+export function observeCommands(inner: CommandRunner, observer: CommandObserver): CommandRunner {
+  return {
+    stats: inner.stats,
+    async run(name, args, opts) {
+      const started = performance.now();
+      const seconds = () => (performance.now() - started) / 1000;
+      try {
+        const r = await inner.run(name, args, opts);
+        observer.commandFinished(name, { exitCode: r.exitCode }, seconds());
+        return r;
+      } catch (e) {
+        observer.commandFinished(name, { exitCode: null, timedOut: e instanceof DeadlineExceeded }, seconds());
+        throw e;
+      }
+    },
+  };
+}
+
 
 export function safeArgv(argv: Arg[]): string[] {
   return argv.map((a) => (a instanceof Secret ? a.toString() : a));
