@@ -17,6 +17,8 @@ const USAGE = `Usage: iscsi-csi [options]
   --driver-name NAME   CSI driver name (default: iscsi.csi.tsdriver.dev)
   --config FILE        YAML or JSON config file (host roots, commands, prefixes, timeouts, backend)
   --log-level LEVEL    trace | debug | info | warn | error (default: info)
+  --metrics-address HOST:PORT
+                       serve Prometheus metrics over HTTP at /metrics (default: off)
   --version            print the version and exit
   --help               print this help and exit
 `;
@@ -43,6 +45,7 @@ function parseFlags(argv: string[]): { file?: string; overrides: Partial<Config>
         'driver-name': { type: 'string' },
         config: { type: 'string' },
         'log-level': { type: 'string' },
+        'metrics-address': { type: 'string' },
         version: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -57,6 +60,7 @@ function parseFlags(argv: string[]): { file?: string; overrides: Partial<Config>
   if (v['node-id'] !== undefined) overrides.nodeId = v['node-id'];
   if (v['driver-name'] !== undefined) overrides.driverName = v['driver-name'];
   if (v['log-level'] !== undefined) overrides.logLevel = v['log-level'] as LogLevel;
+  if (v['metrics-address'] !== undefined) overrides.metricsAddress = v['metrics-address'];
   return { file: v.config, overrides, help: v.help ?? false, version: v.version ?? false };
 }
 

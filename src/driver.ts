@@ -3,7 +3,7 @@ import type { Config } from './config.js';
 import { socketPathOf } from './config.js';
 import { createIdentityService, type ReadinessCheck } from './identity/service.js';
 import type { Logger } from './log.js';
-import { ExecaRunner, type CommandRunner } from './runner.js';
+import { ExecaRunner, observeCommands, type CommandRunner } from './runner.js';
 import { CsiServer, type ServedService } from './server/server.js';
 import { loadCsiPackage } from './server/proto.js';
 import { readInitiatorName } from './node-host/initiator.js';
@@ -14,10 +14,15 @@ import { OperationGuard } from './common/operation-guard.js';
 import { createNodeService } from './node/service.js';
 import { createControllerService, type ControllerService } from './controller/service.js';
 import { EXPANSION_BY_BACKEND } from './controller/backend.js';
+import { Sysfs } from './node-host/sysfs.js';
+import { DriverMetrics } from './metrics/registry.js';
+import { serveMetrics, type MetricsEndpoint } from './metrics/endpoint.js';
 
 export interface DriverHandle {
   socketPath: string;
   runner: CommandRunner;
+  /** where the Prometheus endpoint listens (`HOST:PORT`); absent when metricsAddress is empty */
+  metricsAddress?: string;
   stop(): Promise<void>;
 }
 
@@ -37,8 +42,11 @@ function nodeChecks(cfg: Config, runner: CommandRunner): ReadinessCheck[] {
   ];
 }
 
-export async function startDriver(cfg: Config, logger: Logger, runner: CommandRunner = new ExecaRunner(cfg.commands, cfg.commandPrefix, logger)): Promise<DriverHandle> {
+export async function startDriver(cfg: Config, logger: Logger, commandRunner: CommandRunner = new ExecaRunner(cfg.commands, cfg.commandPrefix, logger)): Promise<DriverHandle> {
   const csi = loadCsiPackage();
+  // no metrics address: no registry, no observers, no port
+  const metrics = cfg.metricsAddress ? new DriverMetrics(cfg.driverName, logger.child({ component: 'metrics' })) : undefined;
+  const runner = metrics ? observeCommands(commandRunner, metrics) : commandRunner;
   const serveNode = cfg.mode === 'node' || cfg.mode === 'all';
   const serveController = cfg.mode === 'controller' || cfg.mode === 'all';
   const checks: ReadinessCheck[] = [];
@@ -50,10 +58,15 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
   if (serveNode) {
     checks.push(...nodeChecks(cfg, runner));
     const nodeId = cfg.nodeId ?? (await readInitiatorName(cfg.host.initiatorNameFile));
-    const host = createNodeHost(cfg, runner, logger);
+    const host = createNodeHost(cfg, runner, logger, metrics);
     services.push({ name: 'Node', definition: csi.Node.service, impl: createNodeService(host, runner, nodeId) });
     const healerLog = logger.child({ component: 'healer' });
-    healer = new NodeHealer(forRequest(host, runner, healerLog), cfg.node.healing, guard, healerLog);
+    healer = new NodeHealer(forRequest(host, runner, healerLog), cfg.node.healing, guard, healerLog, metrics);
+    const sysfs = new Sysfs(cfg.host.sysRoot);
+    metrics?.watchNode({
+      sessionStates: async () => (await sysfs.topology()).sessions.map((s) => s.state),
+      volumePhases: async () => (await host.metadata.survey()).records.map((r) => r.phase),
+    });
   }
   let controller: ControllerService | undefined;
   if (serveController) {
@@ -70,22 +83,28 @@ export async function startDriver(cfg: Config, logger: Logger, runner: CommandRu
   });
 
   const socketPath = socketPathOf(cfg.endpoint);
-  const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger, guard }, services);
+  const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger, guard, ...(metrics ? { calls: metrics } : {}) }, services);
+  let endpoint: MetricsEndpoint | undefined;
   try {
+    if (metrics) endpoint = await serveMetrics(cfg.metricsAddress, metrics, logger);
     await server.listen();
   } catch (e) {
+    await endpoint?.close();
     await controller?.stop();
     throw e;
   }
+  if (endpoint) logger.info({ address: endpoint.address, path: '/metrics' }, 'serving metrics');
   healer?.start();
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
   return {
     socketPath,
-    runner,
+    runner: commandRunner,
+    ...(endpoint ? { metricsAddress: endpoint.address } : {}),
     stop: async () => {
       await healer?.stop(cfg.timeouts.shutdownGraceMs);
       await server.stop();
       await controller?.stop();
+      await endpoint?.close();
     },
   };
 }

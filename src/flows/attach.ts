@@ -5,13 +5,13 @@
 import { createHash } from 'node:crypto';
 import { basename } from 'node:path';
 import { CsiError, DeadlineExceeded, FailedPrecondition, Internal, toCsiError } from '../errors.js';
-import { orThrow, sessionChapSettings, type NodeRef } from '../node-host/iscsiadm.js';
+import { orThrow, sessionChapSettings, type IscsiOutcome, type NodeRef } from '../node-host/iscsiadm.js';
 import type { ChapCredentials } from '../contract/chap.js';
 import type { WaitOptions } from '../node-host/devices.js';
 import type { MultipathHolder } from '../node-host/sysfs.js';
 import type { Logger } from '../log.js';
 import { clonedIfaceName, formatPortal, parsePortal, type Portal } from '../common/validate.js';
-import type { NodeHost } from './ports.js';
+import { metricsOf, type NodeHost } from './ports.js';
 import { checkMapIdentity, checkPathIdentity } from './identity.js';
 import type { TargetSpec } from '../contract/volume-context.js';
 
@@ -167,7 +167,7 @@ async function loginPortal(host: NodeHost, target: TargetSpec, portal: Portal, i
   // A failed login keeps its record (manual startup: never logged in at boot): the node healer logs in
   // with it once the portal answers, CHAP settings included, which it could not rebuild (secrets are not
   // kept). A stage that fails as a whole deletes it with the rest (detach).
-  orThrow(await host.iscsi.login(node));
+  orThrow(await countedLogin(host, node));
   log.info({ portal: formatPortal(portal), iqn: target.iqn }, 'logged in');
 }
 
@@ -191,6 +191,17 @@ export async function createNodeRecord(host: NodeHost, node: NodeRef, tpgt: numb
   } catch (e) {
     await host.iscsi.deleteNode(node);
     throw e;
+  }
+}
+
+/** `iscsiadm --login`, counted by how it ended (a thrown error, e.g. iscsiadm's timeout, is a failure). */
+export async function countedLogin(host: NodeHost, node: NodeRef): Promise<IscsiOutcome> {
+  let outcome: IscsiOutcome | undefined;
+  try {
+    outcome = await host.iscsi.login(node);
+    return outcome;
+  } finally {
+    metricsOf(host).login(!outcome?.ok ? 'failed' : outcome.already ? 'already' : 'ok');
   }
 }
 
@@ -236,6 +247,7 @@ async function waitForPaths(host: NodeHost, target: TargetSpec, outcomes: Portal
   const failures = outcomes.filter((o) => !o.ok).map((o) => ({ portal: o.key, error: o.error ?? new Internal('unknown failure') }));
   const waits = outcomes.filter((o) => o.ok).map(async (o): Promise<AttachedPath | { portal: string; error: CsiError }> => {
     const found = await host.devices.waitForLunDevice(o.scsiHost!, target.lun, { portal: o.portal, iqn: target.iqn, transport }, waitOptions(host));
+    metricsOf(host).deviceWait(found.ok ? 'found' : found.reason, found.waitedMs / 1000);
     if (!found.ok) {
       const byPath = host.devices.byPathLink(o.portal, target.iqn, target.lun);
       return { portal: o.key, error: new DeadlineExceeded(`LUN ${target.lun} of ${target.iqn} on ${o.key} (SCSI host ${o.scsiHost}, ${byPath}) got no block device within ${host.cfg.timeouts.deviceWaitMs} ms`) };

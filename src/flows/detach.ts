@@ -5,7 +5,7 @@
 // cloned iface. "Already gone" answers (exit 21, 2) count as done.
 import type { Logger } from '../log.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
-import type { NodeHost, SessionTopology } from './ports.js';
+import { metricsOf, type NodeHost, type SessionChangeOutcome, type SessionTopology } from './ports.js';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Unavailable } from '../errors.js';
 import { orThrow, type NodeRef } from '../node-host/iscsiadm.js';
@@ -112,12 +112,21 @@ const LOGOUT_RETRY_MS = 500;
  * timeouts.sessionResyncMs, after which the unstage fails (UNAVAILABLE) and its retry finishes it.
  */
 export async function logoutSession(host: NodeHost, node: NodeRef, iface: string, log: Logger): Promise<void> {
+  let outcome: SessionChangeOutcome = 'failed';
+  try {
+    outcome = await logoutUntilGone(host, node, iface, log);
+  } finally {
+    metricsOf(host).logout(outcome);
+  }
+}
+
+async function logoutUntilGone(host: NodeHost, node: NodeRef, iface: string, log: Logger): Promise<SessionChangeOutcome> {
   const key = formatPortal(node.portal);
   const deadline = Date.now() + host.cfg.timeouts.sessionResyncMs;
   for (let attempt = 1; ; attempt++) {
     const r = orThrow(await host.iscsi.logout(node));
-    if (!r.already) return;
-    if (!(await host.sysfs.portalHostMap(node.iqn, iface)).has(key)) return; // it really is gone
+    if (!r.already) return 'ok';
+    if (!(await host.sysfs.portalHostMap(node.iqn, iface)).has(key)) return 'already'; // it really is gone
     if (Date.now() >= deadline) {
       throw new Unavailable(`iscsid does not know the session to ${key} ${node.iqn} that the kernel still has (was iscsid restarted?); logout not done after ${attempt} attempts in ${host.cfg.timeouts.sessionResyncMs} ms`);
     }

@@ -11,13 +11,13 @@ import { FailedPrecondition, toCsiError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { orThrow, type NodeRef } from '../node-host/iscsiadm.js';
 import { ISCSI_EXIT } from '../node-host/iscsi-exit.js';
-import { createNodeRecord } from './attach.js';
+import { countedLogin, createNodeRecord } from './attach.js';
 import type { VolumeRecord } from '../node-host/metadata.js';
 import { formatPortal, parsePortal } from '../common/validate.js';
 import { lunMounts } from './format-mount.js';
 import type { HealMemory } from './heal-memory.js';
 import { reapOrphans } from './orphans.js';
-import type { NodeHost } from './ports.js';
+import { metricsOf, type NodeHost } from './ports.js';
 import { unstage } from './stage.js';
 
 export type HealAction =
@@ -187,6 +187,7 @@ async function restorePath(host: NodeHost, record: VolumeRecord, portal: string,
     });
     const waits = { deadlineMs: host.cfg.timeouts.deviceWaitMs, pollMs: host.cfg.timeouts.devicePollMs };
     const found = await host.devices.waitForLunDevice(scsiHost, record.lun, { portal: node.portal, iqn: record.iqn, transport: record.transport ?? 'tcp' }, waits);
+    metricsOf(host).deviceWait(found.ok ? 'found' : found.reason, found.waitedMs / 1000);
     if (!found.ok) return { action, outcome: 'failed', ...at, reason: `${why}; LUN ${record.lun} got no device within ${waits.deadlineMs} ms` };
     const device = basename(found.device);
     const wwid = await host.sysfs.deviceWwid(device);
@@ -212,7 +213,7 @@ async function restorePath(host: NodeHost, record: VolumeRecord, portal: string,
  * volume uses CHAP, whose secret the driver never keeps.
  */
 async function loginWithRecord(host: NodeHost, record: VolumeRecord, node: NodeRef): Promise<void> {
-  const first = await host.iscsi.login(node);
+  const first = await countedLogin(host, node);
   if (first.ok) return;
   if (first.exit !== ISCSI_EXIT.NO_OBJS_FOUND) orThrow(first);
   if (record.sessionChap) {
@@ -220,7 +221,7 @@ async function loginWithRecord(host: NodeHost, record: VolumeRecord, node: NodeR
   }
   host.forgottenNodes.recreated(node.iqn, formatPortal(node.portal), node.iface);
   await createNodeRecord(host, node, undefined, undefined);
-  orThrow(await host.iscsi.login(node));
+  orThrow(await countedLogin(host, node));
 }
 
 /** The record names today's path devices, and a stable device path that still leads to the LUN. */

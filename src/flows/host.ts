@@ -22,7 +22,7 @@ import { ForgottenNodes } from './node-records.js';
 import { ProbeGuard } from '../common/probe-guard.js';
 import { BoundedMemo } from '../common/bounded-memo.js';
 import { SingleFlight } from '../common/single-flight.js';
-import type { DeviceSizes, NodeHost, SizeWaits } from './ports.js';
+import type { DeviceSizes, NodeHost, NodeMetrics, SizeWaits, TargetLocks } from './ports.js';
 
 /** The real host, with what forRequest needs to build a request's command adapters. */
 export interface RealNodeHost extends NodeHost {
@@ -33,7 +33,7 @@ export interface RealNodeHost extends NodeHost {
 /** Volume paths whose last usage is kept: more than a node publishes at once. */
 const LAST_USAGE_ENTRIES = 4096;
 
-export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger): RealNodeHost {
+export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logger, metrics?: NodeMetrics): RealNodeHost {
   const sysfs = new Sysfs(cfg.host.sysRoot);
   const iscsiDbLock = new IscsiDbLock({ lockDir: cfg.host.iscsiLockDir, staleAfterMs: cfg.timeouts.iscsiLockStaleMs });
   return {
@@ -45,7 +45,7 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     udev: new Udev(cfg.host.udevDataDir, sysfs),
     metadata: new MetadataStore(cfg.stateDir, logger),
     sessionMarks: new SessionMarks(cfg.stateDir),
-    targetLocks: new TargetLock(cfg.stateDir, { logger }),
+    targetLocks: timedLocks(new TargetLock(cfg.stateDir, { logger }), metrics),
     paths: { checkTarget, ensureDir, ensureFile, removeTarget },
     resolver: { resolvePortals },
     forgottenNodes: new ForgottenNodes(),
@@ -53,6 +53,21 @@ export function createNodeHost(cfg: Config, runner: CommandRunner, logger: Logge
     lastUsage: new BoundedMemo(LAST_USAGE_ENTRIES),
     discoveries: new SingleFlight(),
     iscsiDbLock,
+    ...(metrics ? { metrics } : {}),
+  };
+}
+
+/** The locks, with each wait for one reported to the metrics. */
+function timedLocks(locks: TargetLocks, metrics: NodeMetrics | undefined): TargetLocks {
+  if (!metrics) return locks;
+  return {
+    withLock(key, fn) {
+      const asked = performance.now();
+      return locks.withLock(key, () => {
+        metrics.lockWait((performance.now() - asked) / 1000);
+        return fn();
+      });
+    },
   };
 }
 

@@ -167,6 +167,28 @@ export interface PortalResolver {
   resolvePortals(portals: Portal[], timeoutMs: number): Promise<Portal[]>;
 }
 
+/** `ok`; `already`: iscsiadm found the session there (login) or gone (logout); `failed` */
+export type SessionChangeOutcome = 'ok' | 'already' | 'failed';
+
+/** What the node's work reports to the metrics (src/metrics); without it nothing is counted. */
+export interface NodeMetrics {
+  /** one `iscsiadm --login` */
+  login(outcome: SessionChangeOutcome): void;
+  /** one logout of a session (a retried "no such session" counts once, by how it ended) */
+  logout(outcome: SessionChangeOutcome): void;
+  /** the wait for a LUN's block device after a login or scan */
+  deviceWait(outcome: 'found' | 'timeout' | 'aborted', seconds: number): void;
+  /** the time from asking for a target lock (or a portal's discovery lock) to holding it */
+  lockWait(seconds: number): void;
+}
+
+const NO_METRICS: NodeMetrics = { login() {}, logout() {}, deviceWait() {}, lockWait() {} };
+
+/** The host's metrics, or ones that count nothing (the fake host, unit tests). */
+export function metricsOf(host: NodeHost): NodeMetrics {
+  return host.metrics ?? NO_METRICS;
+}
+
 /**
  * Everything a node flow or handler touches on the host. The in-memory parts (records of logged-out
  * nodes, I/O probes in flight, discoveries under way) are plain objects shared between requests.
@@ -195,4 +217,6 @@ export interface NodeHost {
   lastUsage: BoundedMemo<string, VolumeUsage[]>;
   /** SendTargets discoveries under way, shared by the stages that ask the same portal the same way */
   discoveries: SingleFlight<PortalTarget[]>;
+  /** where logins, logouts and device waits are counted; absent: nowhere */
+  metrics?: NodeMetrics;
 }

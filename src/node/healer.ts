@@ -2,7 +2,8 @@
 // scheduled when one ends), off when `node.healing.enabled` is false. A volume a CSI call holds is
 // skipped for that pass; while the healer works on a volume, a call on it is refused with ABORTED (the
 // per-volume guard the server uses) and kubelet retries. Every event is logged with its reason and
-// counted by action and outcome (the counts go into the log line of each pass that did something).
+// counted by action and outcome (the counts go into the log line of each pass that did something, and
+// to the metrics).
 import type { HealingConfig } from '../config.js';
 import type { Logger } from '../log.js';
 import type { OperationGuard } from '../common/operation-guard.js';
@@ -11,6 +12,11 @@ import { healPass, type HealEvent } from '../flows/heal.js';
 import type { NodeHost } from '../flows/ports.js';
 
 const HOLDER = 'the node healer';
+
+/** Told of every event the healer records (the metrics); must not throw. */
+export interface HealObserver {
+  healEvent(action: HealEvent['action'], outcome: HealEvent['outcome']): void;
+}
 
 export class NodeHealer {
   readonly #counts = new Map<string, number>();
@@ -24,6 +30,7 @@ export class NodeHealer {
     private readonly cfg: HealingConfig,
     private readonly guard: OperationGuard,
     private readonly log: Logger,
+    private readonly observer?: HealObserver,
   ) {
     this.#memory = new HealMemory(cfg.intervalMs);
   }
@@ -89,6 +96,7 @@ export class NodeHealer {
     const key = `${e.action}/${e.outcome}`;
     const count = (this.#counts.get(key) ?? 0) + 1;
     this.#counts.set(key, count);
+    this.observer?.healEvent(e.action, e.outcome);
     const line = { heal: e.action, outcome: e.outcome, reason: e.reason, count, ...pick(e) };
     if (e.outcome === 'done' || e.outcome === 'ended') this.log.info(line, `healer: ${e.action} ${e.outcome}`);
     else this.log.warn(line, `healer: ${e.action} ${e.outcome}`);

@@ -28,6 +28,14 @@ export interface ServerOptions {
   logger: Logger;
   /** the per-volume guard, shared with whatever else works on volumes in this process (the node healer) */
   guard?: OperationGuard;
+  /** told of every call as it is answered (the metrics) */
+  calls?: CallObserver;
+}
+
+/** Told of every answered call; must not throw. */
+export interface CallObserver {
+  /** `method`: the full gRPC name, `/csi.v1.Node/NodeStageVolume` */
+  callFinished(method: string, code: grpc.status, seconds: number): void;
 }
 
 export class CsiServer {
@@ -50,8 +58,9 @@ export class CsiServer {
     const out: grpc.UntypedServiceImplementation = {};
     for (const method of Object.keys(svc.definition)) {
       const handler = svc.impl[method];
+      const fullName = svc.definition[method]!.path; // `/csi.v1.Node/NodeStageVolume`
       out[method] = (call: grpc.ServerUnaryCall<Record<string, unknown>, unknown>, callback: grpc.sendUnaryData<unknown>) => {
-        void this.#dispatch(method, handler, call.request, callback);
+        void this.#dispatch(method, fullName, handler, call.request, callback);
       };
     }
     return out;
@@ -59,6 +68,7 @@ export class CsiServer {
 
   async #dispatch(
     method: string,
+    fullName: string,
     handler: ServiceImpl[string],
     req: Record<string, unknown>,
     callback: grpc.sendUnaryData<unknown>,
@@ -87,7 +97,9 @@ export class CsiServer {
     } finally {
       release?.();
       this.#inFlight -= 1;
-      const durationMs = Math.round((performance.now() - started) * 10) / 10;
+      const elapsedMs = performance.now() - started;
+      this.opts.calls?.callFinished(fullName, code, elapsedMs / 1000);
+      const durationMs = Math.round(elapsedMs * 10) / 10;
       const line = { code: grpc.status[code], durationMs };
       if (code === grpc.status.OK || code === grpc.status.NOT_FOUND || code === grpc.status.ALREADY_EXISTS) logger.info(line, 'call');
       else logger.warn(line, 'call');
