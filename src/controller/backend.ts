@@ -77,6 +77,8 @@ export interface VolumeBackend {
   reconcile(): Promise<void>;
   /** null when the storage system is reachable, else what is missing. */
   probe(): Promise<string | null>;
+  /** Whether the storage system's daemon answered the backend's last call (undefined: not asked yet); backends that track it. */
+  reachable?(): boolean | undefined;
   /** Throws InvalidArgument for StorageClass parameters (or secrets) this backend cannot use. */
   checkParameters(parameters: StringMap, secrets: StringMap): void;
   get(id: string): VolumeRecord | undefined;

@@ -47,13 +47,30 @@ export interface ControllerDeps {
   reconcileIntervalMs?: number;
 }
 
-export type ControllerService = ServiceImpl & {
+/** What the driver (and the metrics) use of the controller besides its CSI methods. */
+export interface ControllerControl {
   /** Loads the backend's state and reconciles the storage system from it. */
   start(): Promise<void>;
   stop(): Promise<void>;
-  /** null when the backend is reachable, else what is missing */
+  /**
+   * The Identity Probe's check of the controller: null once started, whatever the storage system's
+   * state. The livenessprobe sidecar fails /healthz when Probe fails, and kubelet then restarts the
+   * container, which cannot bring tgtd (or a SAN, or an inventory file) back; so an unreachable
+   * backend is reported by the RPCs that need it (UNAVAILABLE with the reason), one log line per
+   * change, backendReachable() and the doctor, never by Probe. Each call also refreshes the backend
+   * check in the background (one at a time), so backendReachable() stays current between RPCs.
+   */
   probe(): Promise<string | null>;
-};
+  /** null when the backend's storage system is reachable and usable, else what is missing (the old Probe check). */
+  checkBackend(): Promise<string | null>;
+  /**
+   * Whether the storage system answered the backend's last call (tgt: tgtd answered tgtadm) or, for a
+   * backend that does not track its calls, its last check; undefined before either. For metrics.
+   */
+  backendReachable(): boolean | undefined;
+}
+
+export type ControllerService = ServiceImpl & ControllerControl;
 
 export function createBackend(deps: ControllerDeps): VolumeBackend {
   if (deps.cfg.controller.backend === 'static') return new StaticBackend({ cfg: deps.cfg, logger: deps.logger });
@@ -75,6 +92,16 @@ function toVolume(rec: VolumeRecord): Volume {
 export function createControllerService(deps: ControllerDeps): ControllerService {
   const backend = deps.backend ?? createBackend(deps);
   const cfg = deps.cfg;
+
+  let lastCheckOk: boolean | undefined;
+  let checking: Promise<string | null> | undefined;
+  const checkBackend = (): Promise<string | null> => {
+    checking ??= backend.probe()
+      .catch((e: Error) => e.message)
+      .then((problem) => { lastCheckOk = problem === null; return problem; })
+      .finally(() => { checking = undefined; });
+    return checking;
+  };
 
   /** The volume if this controller's backend issued the id and still has it. */
   const find = (id: string): VolumeRecord | undefined => (backendOfVolumeId(id) === backend.kind ? backend.get(id) : undefined);
@@ -98,11 +125,20 @@ export function createControllerService(deps: ControllerDeps): ControllerService
     if (other) throw new InvalidArgument(`volume capability asks for fs_type ${other.fsType} but the fsType parameter is ${param}`);
   };
 
-  return {
+  const control: ControllerControl = {
     start: () => backend.start(),
     stop: () => backend.stop(),
-    probe: () => backend.probe(),
+    probe: async () => {
+      void checkBackend();
+      return null;
+    },
+    checkBackend,
+    backendReachable: () => backend.reachable?.() ?? lastCheckOk,
+  };
 
+  // the CSI methods are served by name; the control methods are the driver's (the server serves only
+  // the names in proto/csi.proto)
+  const handlers: ServiceImpl = {
     CreateVolume: async (req: CreateVolumeRequest): Promise<CreateVolumeResponse> => {
       if (!req.name) throw new InvalidArgument('name is required');
       const capabilities = parseCapabilities(req.volume_capabilities);
@@ -245,6 +281,7 @@ export function createControllerService(deps: ControllerDeps): ControllerService
       return { capacity_bytes: rec.capacityBytes, node_expansion_required: needsNodeExpansion(cap ? [cap] : rec.capabilities) };
     },
   };
+  return Object.assign(handlers, control);
 }
 
 /** Why a volume cannot be used with these capabilities/parameters, or undefined when it can. */

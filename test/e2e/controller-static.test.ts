@@ -93,7 +93,7 @@ afterAll(async () => {
 describe('static controller', () => {
   it('claims the smallest free LUN that fits, releases it, and persists claims', async () => {
     const svc = await newService();
-    expect(await svc.probe()).toBeNull();
+    expect(await svc.checkBackend()).toBeNull();
     const a = await create(svc, 'pvc-a', 10 * MiB);
     expect(a.volume_context).toMatchObject({ iqn: SAN_IQN, lun: '5', targetPortal: tgtd.portal, portals: JSON.stringify([tgtd.portal]) });
     expect(a.capacity_bytes).toBe(12 * MiB);
@@ -167,13 +167,17 @@ describe('static controller', () => {
     await del(svc, vol.volume_id);
   });
 
-  it('reports a broken inventory through probe and CreateVolume', async () => {
+  it('reports a broken inventory through the backend check and CreateVolume, never through Probe', async () => {
     writeFileSync(inventoryFile, 'luns:\n  - iqn: not-an-iqn\n    lun: 1\n    portal: 127.0.0.1\n    sizeBytes: 1\n');
     const svc = await newService();
-    expect(await svc.probe()).toMatch(/target IQN "not-an-iqn" is not valid/);
+    expect(await svc.checkBackend()).toMatch(/target IQN "not-an-iqn" is not valid/);
+    expect(svc.backendReachable()).toBe(false);
+    // a restart cannot mend the file: Probe stays ready, so kubelet does not restart the controller in a loop
+    expect(await svc.probe()).toBeNull();
     expect(await codeOf(create(svc, 'pvc-broken', 1))).toBe(status.FAILED_PRECONDITION);
     writeFileSync(inventoryFile, inventory());
-    expect(await svc.probe()).toBeNull();
+    expect(await svc.checkBackend()).toBeNull();
+    expect(svc.backendReachable()).toBe(true);
   });
 });
 

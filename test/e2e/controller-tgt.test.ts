@@ -6,9 +6,12 @@ import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { promisify } from 'node:util';
 import { status } from '@grpc/grpc-js';
-import { codeOf } from '../helpers/client.js';
+import { codeOf, CsiClient } from '../helpers/client.js';
 import { defaultConfig, type Config } from '../../src/config.js';
+import { startDriver } from '../../src/driver.js';
 import type { VolumeBackend } from '../../src/controller/backend.js';
 import { createBackend, createControllerService, type ControllerService } from '../../src/controller/service.js';
 import type { AccessModeMode, VolumeCapability } from '../../src/csi/types.js';
@@ -656,8 +659,8 @@ describe('tgt controller: restarts', () => {
     await tgtd.tgtadm(['--op', 'bind', '--mode', 'target', '--tid', String(tid), '--initiator-name', NODE_B]);
     await tgtd.tgtadm(['--op', 'unbind', '--mode', 'target', '--tid', String(tid), '--initiator-name', NODE_A]);
     await tgtd.tgtadm(['--op', 'delete', '--mode', 'logicalunit', '--tid', String(tid), '--lun', '1']);
-    const probe = await svc.probe();
-    expect(probe).toBeNull();
+    // tgtd itself answers: only the volume's condition tells what is wrong
+    expect(await svc.checkBackend()).toBeNull();
     const cond = await call<{ status: { volume_condition: { abnormal: boolean; message: string } } }>('ControllerGetVolume', { volume_id: vol.volume_id });
     expect(cond.status.volume_condition.abnormal).toBe(true);
     expect(cond.status.volume_condition.message).toMatch(/LUN 1/);
@@ -667,3 +670,83 @@ describe('tgt controller: restarts', () => {
   });
 });
 
+/** A tgtd on a control port and iSCSI port of the test's choosing, so it can come back on the same ones. */
+async function tgtdOn(controlPort: number, port: number): Promise<{ stop(): Promise<void> }> {
+  const child = spawn('tgtd', ['-f', '-C', String(controlPort), '--iscsi', `portal=127.0.0.1:${port}`], { stdio: 'ignore' });
+  const exited = new Promise<void>((r) => child.once('exit', () => r()));
+  const tgtadm = (args: string[]) => promisify(execFile)('tgtadm', ['-C', String(controlPort), '--lld', 'iscsi', ...args], { timeout: 10_000 });
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    if ((await tgtadm(['--op', 'show', '--mode', 'portal']).catch(() => ({ stdout: '' }))).stdout.includes('Portal:')) break;
+    if (Date.now() > deadline || child.exitCode !== null) throw new Error(`tgtd -C ${controlPort} did not start`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    async stop() {
+      const shown = (await tgtadm(['--op', 'show', '--mode', 'target'])).stdout;
+      for (const m of shown.matchAll(/^Target (\d+):/gm)) await tgtadm(['--op', 'delete', '--force', '--mode', 'target', '--tid', m[1]!]);
+      await tgtadm(['--op', 'delete', '--mode', 'system']);
+      await exited;
+    },
+  };
+}
+
+describe('tgt controller: tgtd unreachable', () => {
+  it('stays ready (no restart loop), answers UNAVAILABLE naming tgtd, logs the change once each way, restores the targets when tgtd is back', async () => {
+    const first = await startTgtd();
+    const { controlPort, port } = first;
+    const dir = mkdtempSync(join(tmp, 'down-'));
+    const cfg = config(first, join(dir, 'state'));
+    cfg.mode = 'controller';
+    cfg.endpoint = `unix://${dir}/csi.sock`;
+    cfg.timeouts.probeCacheMs = 0; // every Probe runs the checks
+    cfg.controller.tgt.poolDir = join(dir, 'pool');
+    const lines: { level: string; msg: string }[] = [];
+    const sink = new Writable({ write(chunk: Buffer, _e, cb) { for (const l of chunk.toString().split('\n').filter(Boolean)) lines.push(JSON.parse(l)); cb(); } });
+    const driver = await startDriver(cfg, createLogger('info', sink));
+    const client = new CsiClient(cfg.endpoint);
+    let second: { stop(): Promise<void> } | undefined;
+    const cap = { mount: { fs_type: '', mount_flags: [] }, access_mode: { mode: 'SINGLE_NODE_WRITER' } };
+    const createReq = (name: string) => ({ name, capacity_range: { required_bytes: 4 * MiB, limit_bytes: 0 }, volume_capabilities: [cap], parameters: {}, secrets: {} });
+    const downLines = () => lines.filter((l) => l.level === 'warn' && /^tgtd is not reachable/.test(l.msg));
+    const backLines = () => lines.filter((l) => l.level === 'warn' && /^tgtd is reachable again/.test(l.msg));
+    try {
+      const vol = (await client.call<{ volume: Vol }>('Controller', 'CreateVolume', createReq('pvc-tgtd-down'))).volume;
+      await client.call('Controller', 'ControllerPublishVolume', { volume_id: vol.volume_id, node_id: NODE_A, volume_capability: cap, readonly: false, secrets: {}, volume_context: {} });
+      await first.stop();
+
+      // Probe (what the livenessprobe sidecar turns into /healthz) answers ready again and again
+      for (let i = 0; i < 3; i++) {
+        const probe = await client.call<{ ready: { value: boolean } }>('Identity', 'Probe', {});
+        expect(probe.ready.value).toBe(true);
+      }
+      // the calls that need tgtd say so, with the reason
+      for (const name of ['pvc-while-down-1', 'pvc-while-down-2']) {
+        const err = await client.call('Controller', 'CreateVolume', createReq(name)).catch((e: { code: number; details: string }) => e);
+        expect((err as { code: number }).code).toBe(status.UNAVAILABLE);
+        expect((err as { details: string }).details).toMatch(new RegExp(`^tgtd is not reachable through tgtadm -C ${controlPort}: .*tgt daemon`));
+      }
+      const pub = await client.call('Controller', 'ControllerPublishVolume', { volume_id: vol.volume_id, node_id: NODE_A, volume_capability: cap, readonly: false, secrets: {}, volume_context: {} }).catch((e: { code: number }) => e);
+      expect((pub as { code: number }).code).toBe(status.UNAVAILABLE);
+      expect(downLines()).toHaveLength(1);
+      expect(lines.filter((l) => l.level === 'error')).toEqual([]);
+
+      // tgtd back, empty, on the same ports: the first call that reaches it restores the targets
+      second = await tgtdOn(controlPort, port);
+      const again = (await client.call<{ volume: Vol }>('Controller', 'CreateVolume', createReq('pvc-after-back'))).volume;
+      expect(again.volume_id).toMatch(/^tgt:/);
+      await expect.poll(async () => (await libiscsi('iscsi-inq', NODE_A, lunUrl(vol, undefined, port))).code, { timeout: 15_000, interval: 200 }).toBe(0);
+      expect(backLines()).toHaveLength(1);
+      expect(downLines()).toHaveLength(1);
+      expect((await client.call<{ ready: { value: boolean } }>('Identity', 'Probe', {})).ready.value).toBe(true);
+      for (const id of [vol.volume_id, again.volume_id]) {
+        await client.call('Controller', 'ControllerUnpublishVolume', { volume_id: id, node_id: '', secrets: {} });
+        await client.call('Controller', 'DeleteVolume', { volume_id: id, secrets: {} });
+      }
+    } finally {
+      client.close();
+      await driver.stop();
+      await second?.stop();
+    }
+  });
+});

@@ -13,8 +13,9 @@
 import { join } from 'node:path';
 import type { Config } from '../../config.js';
 import type { StringMap, VolumeCondition } from '../../csi/types.js';
-import { FailedPrecondition, Internal, InvalidArgument, NotFound, OutOfRange } from '../../errors.js';
+import { FailedPrecondition, Internal, InvalidArgument, NotFound, OutOfRange, Unavailable } from '../../errors.js';
 import { KeyedMutex } from '../../common/keyed-mutex.js';
+import { Reachability } from '../../common/reachability.js';
 import { formatPortal, parsePortal } from '../../common/validate.js';
 import type { Logger } from '../../log.js';
 import type { CommandRunner } from '../../runner.js';
@@ -65,6 +66,8 @@ export class TgtBackend implements VolumeBackend {
   readonly #controlPort: number;
   readonly #reconcileIntervalMs: number;
   readonly #sync: TargetSync;
+  /** whether tgtd answered the last tgtadm call: its changes are logged once, not at every call */
+  readonly #tgtd: Reachability;
   #timer: NodeJS.Timeout | undefined;
   #reconciling: Promise<void> | undefined;
   #loaded = false;
@@ -78,7 +81,11 @@ export class TgtBackend implements VolumeBackend {
     sharedTargetIqn(this.#naming.iqnPrefix, tgt.sharedTargetName); // a bad configured name fails now, not at the first shared volume
     this.#logger = deps.logger.child({ backend: 'tgt' });
     this.#controlPort = tgt.controlPort;
-    this.#tgtadm = new Tgtadm(deps.runner, tgt.controlPort, this.#logger);
+    // back after being unreachable (e.g. restarted, empty): restore its targets now, not at the next period
+    this.#tgtd = new Reachability('tgtd', this.#logger, 'calls that need it answer UNAVAILABLE until it is back; the controller keeps serving and restores the targets then', () => {
+      this.reconcile().catch((e: Error) => this.#logReconcileFailure(e, 'reconciling tgtd after it came back failed'));
+    });
+    this.#tgtadm = new Tgtadm(deps.runner, tgt.controlPort, this.#logger, this.#tgtd);
     const dir = join(deps.cfg.stateDir, 'controller', 'tgt');
     this.#state = new TgtState(join(dir, 'volumes.json'));
     this.#chap = new ChapStore(join(dir, 'chap-secrets.json'), this.#tgtadm);
@@ -97,11 +104,11 @@ export class TgtBackend implements VolumeBackend {
       await this.reconcile();
     } catch (e) {
       // tgtd may come up after the controller: the periodic reconcile (and every publish) repairs later
-      this.#logger.error({ err: (e as Error).message }, 'reconciling tgtd from the controller state failed; will retry');
+      this.#logReconcileFailure(e as Error, 'reconciling tgtd from the controller state failed; will retry');
     }
     if (this.#reconcileIntervalMs > 0 && !this.#timer) {
       this.#timer = setInterval(() => {
-        this.reconcile().catch((e: Error) => this.#logger.error({ err: e.message }, 'periodic reconcile of tgtd failed'));
+        this.reconcile().catch((e: Error) => this.#logReconcileFailure(e, 'periodic reconcile of tgtd failed'));
       }, this.#reconcileIntervalMs);
       this.#timer.unref();
     }
@@ -121,11 +128,21 @@ export class TgtBackend implements VolumeBackend {
     this.#logger.info({ volumes: this.#state.volumes().length, targets: this.#state.targetCount() }, 'controller state loaded');
   }
 
+  /** An unreachable tgtd was logged once by #tgtd when it went away: not again at every period. */
+  #logReconcileFailure(e: Error, what: string): void {
+    if (!(e instanceof Unavailable)) this.#logger.error({ err: e.message }, what);
+  }
+
+  /** Whether tgtd answered the last tgtadm call (undefined before the first): for metrics and Probe's caller. */
+  reachable(): boolean | undefined {
+    return this.#tgtd.state;
+  }
+
   async probe(): Promise<string | null> {
     try {
       await this.#tgtadm.showTargets();
     } catch (e) {
-      return `tgtd is not reachable through tgtadm -C ${this.#controlPort}: ${(e as Error).message}`;
+      return e instanceof Unavailable ? e.message : `tgtd is not usable through tgtadm -C ${this.#controlPort}: ${(e as Error).message}`;
     }
     return (await this.#pool.writable()) ? null : `pool directory ${this.#pool.dir} is missing or not writable`;
   }

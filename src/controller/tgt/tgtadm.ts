@@ -1,9 +1,10 @@
 // tgtadm (Linux tgt) adapter: typed calls and a parser for `--op show --mode target`.
 // Used by the tgt controller backend and by the simulated host (to find a LUN's backing file, to grow one).
-import type { CommandRunner, Arg } from '../../runner.js';
+import type { CommandRunner, Arg, RunResult } from '../../runner.js';
 import { Secret, type Logger } from '../../log.js';
 import { firstLine } from '../../runner.js';
-import { Internal } from '../../errors.js';
+import { DeadlineExceeded, FailedPrecondition, Internal, Unavailable } from '../../errors.js';
+import type { ReachabilityObserver } from '../../common/reachability.js';
 
 export interface TgtLun {
   lun: number;
@@ -137,18 +138,83 @@ export function parseTgtPortals(text: string): string[] {
   return text.split('\n').map((l) => /^Portal: (.+),\d+$/.exec(l.trim())?.[1]).filter((p): p is string => !!p);
 }
 
+/** `--op show --mode system`: tgtd's own state and each driver's (`iscsi: ready`). */
+export interface TgtSystem {
+  state: string;
+  llds: Record<string, string>;
+}
+
+/** Parses `tgtadm --op show --mode sys` (System: State, LLDs: name: state). */
+export function parseTgtSystem(text: string): TgtSystem {
+  const out: TgtSystem = { state: '', llds: {} };
+  let section = '';
+  for (const raw of text.split('\n')) {
+    if (!raw.trim()) continue;
+    if (depth(raw) === 0) {
+      section = raw.trim().replace(/:$/, '');
+      continue;
+    }
+    const m = /^([^:]+):\s*(.*)$/.exec(raw.trim());
+    if (!m) continue;
+    if (section === 'System' && m[1] === 'State') out.state = m[2]!;
+    else if (section === 'LLDs') out.llds[m[1]!] = m[2]!;
+  }
+  return out;
+}
+
+/**
+ * What tgtadm prints when it cannot talk to tgtd at all (usr/tgtadm.c ipc_mgmt_req/ipc_mgmt_rsp): no
+ * daemon on that control port, or one that died mid-request. Any other failure is tgtd's own answer.
+ */
+const TGTD_UNREACHABLE_RE = /can't connect to (?:the )?tgt daemon|failed to send request (?:hdr|buf) to tgt daemon|failed to read from tgtd/;
+
+export function tgtdUnreachable(r: RunResult): boolean {
+  return r.exitCode !== 0 && TGTD_UNREACHABLE_RE.test(`${r.stderr}\n${r.stdout}`);
+}
+
 interface TgtResult {
   ok: boolean;
   exitCode: number;
   message: string;
 }
 
-/** Typed tgtadm calls against one tgtd (its control port). */
+/**
+ * Typed tgtadm calls against one tgtd (its control port). A call that cannot reach tgtd (no daemon on
+ * the port, no answer within the command's timeout) throws UNAVAILABLE naming tgtd and its port, and
+ * every call's outcome is reported to the observer (the backend's view of whether tgtd is reachable).
+ */
 export class Tgtadm {
-  constructor(private readonly runner: CommandRunner, private readonly controlPort: number, private readonly logger?: Logger) {}
+  constructor(
+    private readonly runner: CommandRunner,
+    private readonly controlPort: number,
+    private readonly logger?: Logger,
+    private readonly observer?: ReachabilityObserver,
+  ) {}
+
+  /** Runs tgtadm -C <port> …args; returns tgtd's answer (any exit status) or throws when tgtd gave none. */
+  private async exec(args: Arg[]): Promise<RunResult> {
+    let r: RunResult;
+    try {
+      r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), ...args], this.logger ? { logger: this.logger } : {});
+    } catch (e) {
+      // killed at its timeout: tgtd accepted the connection but never answered (stopped, or hung)
+      if (e instanceof DeadlineExceeded) throw this.#unreachable(e.message);
+      // tgtadm itself cannot run (not installed, wrong commands.tgtadm): an operator must fix the config
+      if (e instanceof FailedPrecondition) this.observer?.unreachable(e.message);
+      throw e;
+    }
+    if (tgtdUnreachable(r)) throw this.#unreachable(firstLine(r).replace(/^tgtadm: /, ''));
+    this.observer?.reachable();
+    return r;
+  }
+
+  #unreachable(reason: string): Unavailable {
+    this.observer?.unreachable(reason);
+    return new Unavailable(`tgtd is not reachable through tgtadm -C ${this.controlPort}: ${reason}; start tgtd with control port ${this.controlPort} (controller.tgt.controlPort), the controller restores its targets when tgtd answers again`);
+  }
 
   private async call(args: Arg[]): Promise<TgtResult> {
-    const r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', ...args], this.logger ? { logger: this.logger } : {});
+    const r = await this.exec(['--lld', 'iscsi', ...args]);
     return { ok: r.exitCode === 0, exitCode: r.exitCode, message: r.exitCode === 0 ? '' : firstLine(r).replace(/^tgtadm: /, '') };
   }
 
@@ -160,9 +226,16 @@ export class Tgtadm {
   }
 
   async showTargets(): Promise<TgtTarget[]> {
-    const r = await this.runner.run('tgtadm', ['-C', String(this.controlPort), '--lld', 'iscsi', '--op', 'show', '--mode', 'target'], this.logger ? { logger: this.logger } : {});
+    const r = await this.exec(['--lld', 'iscsi', '--op', 'show', '--mode', 'target']);
     if (r.exitCode !== 0) throw new Internal(`tgtadm show targets failed: ${firstLine(r)} (exit ${r.exitCode})`);
     return parseTgtTargets(r.stdout);
+  }
+
+  /** tgtd's system state (the cheapest question tgtd answers; the doctor's reachability check). */
+  async showSystem(): Promise<TgtSystem> {
+    const r = await this.exec(['--op', 'show', '--mode', 'sys']);
+    if (r.exitCode !== 0) throw new Internal(`tgtadm show system failed: ${firstLine(r)} (exit ${r.exitCode})`);
+    return parseTgtSystem(r.stdout);
   }
 
   newTarget(tid: number, iqn: string): Promise<void> {
