@@ -14,6 +14,7 @@ import { createLogger } from '../../src/log.js';
 import { CONTEXT_KEYS, parseTargetSpec } from '../../src/contract/volume-context.js';
 import { SESSION_CHAP_KEYS } from '../../src/contract/chap.js';
 import type { CommandRunner } from '../../src/runner.js';
+import { checkSidecarArgs, checkSidecarContainer, releasedTags, sidecarFlags, SIDECAR_REGISTRY } from './sidecar-help.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const DEPLOY = join(REPO, 'deploy');
@@ -205,6 +206,65 @@ describe('deploy/ manifests', () => {
       expect(volume.hostPath?.path, `${path} is the host's`).toBe(path);
     }
     expect(container(pod, 'node-driver-registrar').image).toMatch(/^registry\.k8s\.io\/sig-storage\/csi-node-driver-registrar:v\d+\.\d+\.\d+$/);
+  });
+});
+
+describe('sidecars against their releases (test/fixtures/sidecars/)', () => {
+  const LEADER_ELECTED = ['csi-provisioner', 'csi-attacher', 'csi-resizer'];
+
+  it('every sidecar image is a released tag, and every argument a flag of that version as its own --help prints them', () => {
+    const pods = [...objects('Deployment'), ...objects('DaemonSet')].map((o) => ({ name: o.metadata.name as string, spec: o.spec.template.spec as K8s }));
+    expect(pods.length).toBeGreaterThan(0);
+    const problems: string[] = [];
+    let sidecars = 0;
+    for (const { name, spec } of pods) {
+      for (const c of spec.containers as K8s[]) {
+        if (c.name === 'driver') continue;
+        // every other container is a Kubernetes CSI sidecar, so none escapes the check
+        expect(c.image, `${name}/${c.name}`).toMatch(new RegExp(`^${SIDECAR_REGISTRY.replace(/\./g, '\\.')}`));
+        problems.push(...checkSidecarContainer(c as { name: string; image: string; args?: string[] }).map((p) => `${name}/${p}`));
+        sidecars++;
+      }
+    }
+    expect(sidecars).toBe(6);
+    expect(problems).toEqual([]);
+  });
+
+  it('the check is real: a misspelt flag, a bool given a separate value, a positional and an unreleased tag are refused', () => {
+    const resizer = sidecarFlags({ name: 'csi-resizer', tag: 'v2.3.0' });
+    if (typeof resizer === 'string') throw new Error(resizer);
+    expect(checkSidecarArgs(['--handle-volume-inuse-error=false'], resizer)).toEqual([]);
+    expect(checkSidecarArgs(['--handle-volume-in-use-error=false'], resizer)).toEqual([expect.stringMatching(/no flag --handle-volume-in-use-error/)]);
+    expect(checkSidecarArgs(['--leader-election', 'false'], resizer)).toEqual([expect.stringMatching(/is not a flag/)]);
+    expect(checkSidecarArgs(['--leader-election=maybe'], resizer)).toEqual([expect.stringMatching(/is a bool/)]);
+    expect(checkSidecarArgs(['--timeout'], resizer)).toEqual([expect.stringMatching(/needs a value/)]);
+    expect(releasedTags('csi-attacher')).not.toContain('v4.99.0');
+    expect(checkSidecarContainer({ name: 'x', image: `${SIDECAR_REGISTRY}csi-attacher:v4.99.0`, args: [] }))
+      .toEqual(expect.arrayContaining([expect.stringMatching(/csi-attacher:v4\.99\.0 is not a released tag/), expect.stringMatching(/no --help fixture/)]));
+  });
+
+  it('provisioner, attacher, resizer: leader election, their own --http-endpoint port (off the driver\'s), probed on /healthz/leader-election through a named port', () => {
+    const pod = podSpec('Deployment', 'iscsi-csi-controller');
+    const taken = new Map<number, string>();
+    for (const c of pod.containers as K8s[]) {
+      for (const p of (c.ports ?? []) as K8s[]) if (!LEADER_ELECTED.includes(c.name)) taken.set(p.containerPort, `${c.name}/${p.name}`);
+      const endpoint = flag(c, 'http-endpoint');
+      if (endpoint && !LEADER_ELECTED.includes(c.name)) taken.set(Number(endpoint.split(':').pop()), `${c.name} --http-endpoint`);
+    }
+    expect([...taken.keys()], 'the driver\'s healthz port').toContain(9808);
+    for (const name of LEADER_ELECTED) {
+      const c = container(pod, name);
+      expect(c.args, name).toContain('--leader-election');
+      const endpoint = flag(c, 'http-endpoint');
+      expect(endpoint, `${name} --http-endpoint`).toMatch(/^:\d+$/);
+      const port = Number(endpoint!.slice(1));
+      expect(taken.get(port), `${name}: port ${port} is free`).toBeUndefined();
+      taken.set(port, name);
+      const declared = ((c.ports ?? []) as K8s[]).find((p) => p.containerPort === port);
+      expect(declared?.name, `${name}: containerPort ${port} has a name`).toMatch(/^[a-z][a-z0-9-]{0,14}$/);
+      expect(c.livenessProbe?.httpGet, name).toEqual({ path: '/healthz/leader-election', port: declared!.name });
+    }
+    expect(container(pod, 'csi-provisioner').args).toContain('--extra-create-metadata');
   });
 });
 
