@@ -16,6 +16,9 @@ VM_VENV=${VM_VENV:-.vm/venv}
 # every step is bounded: a hung mirror or proxy fails the run instead of stalling it
 STEP_TIMEOUT=(timeout -k 30 1200)
 CSI_SANITY_VERSION=${CSI_SANITY_VERSION:-v5.5.0}
+# make deploy-check: helm lint/template of charts/iscsi-csi and kustomize build of deploy/
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+KUSTOMIZE_VERSION=${KUSTOMIZE_VERSION:-v5.8.2}
 POLICY=/usr/sbin/policy-rc.d
 
 added_policy=""
@@ -37,4 +40,22 @@ if [ ! -x "$VM_VENV/bin/vng" ] || ! "$VM_VENV/bin/vng" --version 2>/dev/null | g
   "${STEP_TIMEOUT[@]}" "$VM_VENV/bin/pip" install -q --disable-pip-version-check "virtme-ng==$VIRTME_NG_VERSION"
 fi
 "${STEP_TIMEOUT[@]}" npm ci --no-fund --no-audit
-GOBIN=${GOBIN:-$(go env GOPATH)/bin} "${STEP_TIMEOUT[@]}" go install "github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity@${CSI_SANITY_VERSION}"
+GOBIN=${GOBIN:-$(go env GOPATH)/bin}
+# go install PACKAGE@VERSION into GOBIN, unless the binary there was built from that module version
+# (`go version -m` reads the module version the binary records); helm takes minutes to build on 2 CPUs
+go_install() {
+  local pkg=$1 version=$2 name bin have
+  name=${pkg##*/}
+  # the binary of .../kustomize/v5 is kustomize: go drops a major-version suffix
+  if [[ $name =~ ^v[0-9]+$ ]]; then name=${pkg%/*}; name=${name##*/}; fi
+  bin="$GOBIN/$name"
+  have=$(go version -m "$bin" 2>/dev/null | awk -v pkg="$pkg" '$1 == "path" && $2 != pkg { exit } $1 == "mod" { print $3; exit }' || true)
+  if [ "$have" = "$version" ]; then
+    echo "install-deps: $bin is $version already"
+    return 0
+  fi
+  GOBIN="$GOBIN" "${STEP_TIMEOUT[@]}" go install "$pkg@$version"
+}
+go_install github.com/kubernetes-csi/csi-test/v5/cmd/csi-sanity "$CSI_SANITY_VERSION"
+go_install helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
+go_install sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION"
