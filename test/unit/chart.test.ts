@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
-import { buildConfig, DEFAULT_DRIVER_NAME, type Config } from '../../src/config.js';
+import { buildConfig, DEFAULT_DRIVER_NAME, parseListenAddress, type Config } from '../../src/config.js';
 import { parseInventory } from '../../src/controller/static-backend.js';
 import { checkSidecarContainer } from './sidecar-help.js';
 
@@ -218,6 +218,24 @@ describe('chart values files (charts/iscsi-csi/ci/)', () => {
       const problems = [...WORKLOADS].flatMap(([kind, name]) => (podSpec(objs, kind, name).containers as K8s[])
         .filter((c) => c.name !== 'driver').flatMap((c) => checkSidecarContainer(c as { name: string; image: string }).map((p) => `${files.join(',') || 'defaults'}: ${name}/${p}`)));
       expect(problems).toEqual([]);
+    }
+  });
+
+  it('every render\'s driver args are flags of the driver\'s own --help; --metrics-address is an address it accepts', () => {
+    // dist/ is built by the test run's global setup (tsc)
+    const help = run(process.execPath, [join(REPO, 'dist/src/cli.js'), '--help']);
+    const known = new Set([...help.matchAll(/^\s+--([a-z][a-z-]*)/gm)].map((m) => m[1]!));
+    expect(known).toContain('config');
+    for (const files of [[], ['ci/nsenter-microk8s-metrics-values.yaml'], ['ci/chroot-values.yaml']]) {
+      const objs = files.length ? helmTemplate(...files) : chart;
+      for (const [kind, name] of WORKLOADS) {
+        const args = containerOf(podSpec(objs, kind, name), 'driver').args as string[];
+        for (const arg of args.filter((a) => a.startsWith('--'))) {
+          const [flagName, value] = arg.slice(2).split(/=(.*)/s);
+          expect(known.has(flagName!), `${files.join(',') || 'defaults'}: ${name} driver ${arg} is not in iscsi-csi --help`).toBe(true);
+          if (flagName === 'metrics-address') expect(() => parseListenAddress(value!, '--metrics-address')).not.toThrow();
+        }
+      }
     }
   });
 
