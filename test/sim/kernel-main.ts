@@ -4,6 +4,7 @@
 // Prints one JSON line {"ready":true,"pid":N} on stdout once it listens. It logs out every session
 // and detaches its loop devices on `shutdown`, SIGTERM, SIGINT, or when its parent goes away (stdin
 // closes), so a crashed test run leaves no session, device or loop behind.
+import { spawn } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { SimKernel, type LogFn } from './kernel.js';
@@ -141,6 +142,7 @@ async function main(): Promise<void> {
     server.once('error', reject);
     server.listen(kernel.paths.kernelSocket, resolve);
   });
+  holdIscsidSocket(log);
 
   const exitAfterStop = (): void => {
     void stop().finally(() => process.exit(0));
@@ -152,6 +154,41 @@ async function main(): Promise<void> {
   process.stdin.on('close', exitAfterStop);
   process.stdin.resume();
   process.stdout.write(JSON.stringify({ ready: true, pid: process.pid }) + '\n');
+}
+
+/**
+ * iscsid's control socket as a real node has it: iscsid, or systemd's iscsid.socket, listens on the
+ * abstract unix socket ISCSIADM_ABSTRACT_NAMESPACE of its network namespace (exactly that name, no
+ * padding), which `iscsi-csi doctor` looks for. Node binds abstract names padded with NULs to the whole
+ * sun_path, which is another name, so a small perl (perl-base is essential on Debian) holds it. The fake
+ * iscsiadm talks to this process over R/run/kernel.sock instead: connections there are closed at once.
+ * Abstract names are per network namespace, not per root: while another simulated host (or a real
+ * iscsid) holds it, the holder retries every second. It exits when this process does (its stdin closes).
+ */
+const ISCSID_SOCKET_HOLDER = `
+use Socket;
+socket(my $s, AF_UNIX, SOCK_STREAM, 0) or exit 1;
+sub parent_gone { my $r = ''; vec($r, fileno(STDIN), 1) = 1; return select($r, undef, undef, $_[0]) > 0 && sysread(STDIN, my $b, 1) == 0; }
+until (bind($s, pack_sockaddr_un("\\0ISCSIADM_ABSTRACT_NAMESPACE"))) { exit 0 if parent_gone(1); }
+listen($s, 16) or exit 1;
+for (;;) {
+  my $r = ''; vec($r, fileno(STDIN), 1) = 1; vec($r, fileno($s), 1) = 1;
+  select(my $ready = $r, undef, undef, undef) > 0 or next;
+  if (vec($ready, fileno($s), 1)) { accept(my $c, $s) and close($c); }
+  if (vec($ready, fileno(STDIN), 1)) { exit 0 if sysread(STDIN, my $b, 4096) == 0; }
+}
+`;
+
+function holdIscsidSocket(log: LogFn): void {
+  const cannot = (e: Error) => log('warn', 'cannot hold iscsid\'s control socket (no perl?): doctor will not find iscsid', { error: e.message });
+  try {
+    const holder = spawn('perl', ['-e', ISCSID_SOCKET_HOLDER], { stdio: ['pipe', 'ignore', 'ignore'] });
+    holder.on('error', cannot);
+    holder.stdin?.on('error', () => undefined);
+    holder.unref();
+  } catch (e) {
+    cannot(e as Error);
+  }
 }
 
 main().catch((e: Error) => {

@@ -389,6 +389,8 @@ export class SimKernel {
     ]) mkdirSync(join(sys, d), { recursive: true });
     writeAttrs(join(sys, 'class/iscsi_transport/tcp'), { handle: '18446744072652807296', caps: '0x39' });
     writeAttrs(join(sys, 'module/scsi_transport_iscsi'), { version: '2.0-870' });
+    // the TCP transport module a real node has loaded (what `iscsi-csi doctor` looks for)
+    writeAttrs(join(sys, 'module/iscsi_tcp'), { initstate: 'live' });
     for (const d of [this.paths.byPath, this.paths.byId, this.paths.mapper]) mkdirSync(d, { recursive: true });
     if (this.multipath) {
       mkdirSync(join(this.paths.root, 'etc/multipath'), { recursive: true });

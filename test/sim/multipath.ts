@@ -1,5 +1,5 @@
 // Fake multipath-tools commands over the simulated kernel's dm maps: `multipath -ll | -l | -f | -F`
-// and `multipathd show maps | show topology | resize map | del map` with the formats of
+// and `multipathd show maps | show topology | show config | resize map | del map` with the formats of
 // open-iscsi.md §5 (libmultipath/print.c). Without --multipath the host behaves like one with
 // multipath-tools installed but no multipathd running: no maps, and multipathd cannot be reached.
 import type { DmMap, SimKernel } from './kernel.js';
@@ -109,6 +109,18 @@ function showMaps(maps: DmMap[], format: string, pretty: boolean): string[] {
   return pretty ? pad([fields.map((f) => f.header), ...rows]) : rows.map((r) => r.join(' '));
 }
 
+/**
+ * `multipathd show config` (= `multipath -t`): the head of the defaults section in multipath-tools
+ * 0.9.4's format (TAB indent, quoted strings), with the two settings that describe this simulated
+ * multipathd: every path becomes a map (find_multipaths greedy; every disk's udev entry carries
+ * DM_MULTIPATH_DEVICE_PATH=1) and maps are named mpatha… (user_friendly_names yes).
+ */
+const SHOW_CONFIG = [
+  'defaults {', '\tverbosity 2', '\tpolling_interval 5', '\tpath_selector "service-time 0"', '\tpath_grouping_policy "failover"',
+  '\tuser_friendly_names "yes"', '\tbindings_file "/etc/multipath/bindings"', '\twwids_file "/etc/multipath/wwids"',
+  '\tfind_multipaths "greedy"', '\tfind_multipaths_timeout -10', '}', 'blacklist {', '}', 'blacklist_exceptions {', '}', 'devices {', '}', 'overrides {', '}',
+];
+
 export async function multipathd(kernel: SimKernel, argv: string[]): Promise<Reply> {
   if (!kernel.multipath) return reply([], ['ERROR: failed to connect to multipathd'], 1);
   const words = argv.flatMap((a) => (a.startsWith('-k') ? a.slice(2).split(/\s+/) : [a])).filter(Boolean);
@@ -119,6 +131,7 @@ export async function multipathd(kernel: SimKernel, argv: string[]): Promise<Rep
     return reply(showMaps(maps, m[2] ?? '%n %d %w', m[1] !== 'raw'), [], 0);
   }
   if (/^(?:show|list) (?:topology|maps topology)$/.test(cmd)) return reply(maps.flatMap(formatTopology), [], 0);
+  if (/^(?:show|list) config$/.test(cmd)) return reply(SHOW_CONFIG, [], 0);
   if ((m = /^(?:show|list) (?:map (\S+) topology|topology map (\S+))$/.exec(cmd))) {
     const map = kernel.findMap(m[1] ?? m[2]!);
     return map ? reply(formatTopology(map), [], 0) : reply(['fail'], [], 1);
