@@ -4,12 +4,15 @@
 import { parseArgs } from 'node:util';
 import { buildConfig, ConfigError, loadConfigFile, type Config, type LogLevel, type Mode } from './config.js';
 import { startDriver } from './driver.js';
+import { runDoctorCommand } from './doctor/command.js';
 import { readInitiatorName } from './node-host/initiator.js';
 import { createLogger } from './log.js';
 import { SocketInUse } from './server/server.js';
 import { VERSION } from './version.js';
 
 const USAGE = `Usage: iscsi-csi [options]
+       iscsi-csi doctor [--json] [--mode node|controller|all] [--config FILE] [--kubelet-dir DIR]
+                       check this host before installing (see iscsi-csi doctor --help)
 
   --endpoint URL       CSI socket, unix:///abs/path.sock (default: $CSI_ENDPOINT)
   --mode MODE          node | controller | all (default: all)
@@ -104,4 +107,13 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main().catch((e: Error) => fail(`cannot start: ${e.message.split('\n')[0]}`, EXIT_FAILURE));
+const DOCTOR = 'doctor';
+
+if (process.argv[2] === DOCTOR) {
+  runDoctorCommand(process.argv.slice(3)).then(
+    (code) => { process.exitCode = code; },
+    (e: Error) => fail(`doctor: ${e.message.split('\n')[0]}`, EXIT_FAILURE),
+  );
+} else {
+  main().catch((e: Error) => fail(`cannot start: ${e.message.split('\n')[0]}`, EXIT_FAILURE));
+}

@@ -17,6 +17,7 @@ import { EXPANSION_BY_BACKEND } from './controller/backend.js';
 import { Sysfs } from './node-host/sysfs.js';
 import { DriverMetrics } from './metrics/registry.js';
 import { serveMetrics, type MetricsEndpoint } from './metrics/endpoint.js';
+import { logNodeChecks } from './doctor/startup.js';
 
 export interface DriverHandle {
   socketPath: string;
@@ -96,6 +97,8 @@ export async function startDriver(cfg: Config, logger: Logger, commandRunner: Co
   if (endpoint) logger.info({ address: endpoint.address, path: '/metrics' }, 'serving metrics');
   healer?.start();
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
+  // the doctor's node checks, logged once the socket listens: serving never waits for them
+  if (serveNode) void logNodeChecks(cfg, logger);
   return {
     socketPath,
     runner: commandRunner,

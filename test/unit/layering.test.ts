@@ -29,7 +29,9 @@ const BELOW: Record<string, readonly string[]> = {
   identity: ['base', 'server'],
   // the registry and the endpoint: the rooms above report to it through their own observer interfaces
   metrics: ['base', 'common'],
-  entry: ['base', 'common', 'contract', 'node-host', 'flows', 'server', 'node', 'controller', 'controller/tgt', 'identity', 'metrics'],
+  // the doctor reads the host through the node host's readers and the controller's adapters; only the entry runs it
+  doctor: ['base', 'common', 'contract', 'node-host', 'controller', 'controller/tgt'],
+  entry: ['base', 'common', 'contract', 'node-host', 'flows', 'server', 'node', 'controller', 'controller/tgt', 'identity', 'metrics', 'doctor'],
 };
 
 function modules(dir: string): string[] {
