@@ -11,9 +11,9 @@ import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
 import { CsiClient, codeOf } from '../helpers/client.js';
 import { blockCapability, mountCapability, startSimDriver, type SimDriver } from '../helpers/sim-driver.js';
+import { until } from '../helpers/until.js';
 
 const MiB = 1024 * 1024;
-const UNTIL_MS = 15_000;
 const CLI = join(process.cwd(), 'dist/src/cli.js');
 
 /** One sample of a scrape: its name, labels and value. */
@@ -44,16 +44,6 @@ async function scrape(address: string): Promise<{ samples: Sample[]; text: strin
   expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
   const text = await res.text();
   return { samples: parseScrape(text), text };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>): Promise<T> {
-  const deadline = Date.now() + UNTIL_MS;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`not within ${UNTIL_MS} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** `addr:port` of every TCP socket in LISTEN state that process `pid` holds. */

@@ -8,22 +8,12 @@ import { closeSync, existsSync, mkdirSync, openSync, readdirSync, readFileSync, 
 import { join } from 'node:path';
 import { blockCapability, mountCapability, startSimDriver, type SimDriver } from '../helpers/sim-driver.js';
 import type { Config } from '../../src/config.js';
+import { until } from '../helpers/until.js';
 
 const MiB = 1024 * 1024;
-const UNTIL_MS = 15_000;
 
 function fastHealing(cfg: Config): void {
   cfg.node.healing = { enabled: true, intervalMs: 200, orphanGraceMs: 1_500, reapOrphans: true };
-}
-
-async function until<T>(what: string, probe: () => Promise<T | null | undefined | false>): Promise<T> {
-  const deadline = Date.now() + UNTIL_MS;
-  for (;;) {
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`not within ${UNTIL_MS} ms: ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 interface Stats { volume_condition: { abnormal: boolean; message: string } }
