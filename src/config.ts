@@ -81,6 +81,8 @@ export interface TgtBackendConfig {
   poolDir: string;                  // sparse backing files live here
   iqnPrefix: string;                // iqn.<date>.<reversed domain>
   sharedTargetName: string;         // used when a StorageClass asks for a shared target
+  /** longest byte copy of a backing file (a snapshot or clone on a pool without reflinks); reflinks are instant */
+  copyTimeoutMs: number;
 }
 
 export interface StaticBackendConfig {
@@ -117,6 +119,8 @@ export const DEFAULT_DRIVER_NAME = 'iscsi.csi.tsdriver.dev';
 
 const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 const LONG_COMMAND_TIMEOUT_MS = 300_000; // mkfs / fsck / resize on large devices
+/** a byte copy of a backing file runs at disk speed: 10 min copy a few hundred GiB of data */
+export const DEFAULT_COPY_TIMEOUT_MS = 600_000;
 
 export function defaultConfig(): Config {
   const commands = {} as Record<CommandName, CommandConfig>;
@@ -173,6 +177,7 @@ export function defaultConfig(): Config {
         poolDir: '/var/lib/iscsi-csi/pool',
         iqnPrefix: 'iqn.2026-11.dev.tsdriver',
         sharedTargetName: 'shared',
+        copyTimeoutMs: DEFAULT_COPY_TIMEOUT_MS,
       },
       static: { inventoryFile: '/etc/iscsi-csi/inventory.yaml', wipeOnDeleteMiB: 0 },
     },
@@ -284,6 +289,7 @@ export function validateConfig(cfg: Config): void {
   if (!(Number.isInteger(healing.intervalMs) && healing.intervalMs >= MIN_HEAL_INTERVAL_MS)) throw new ConfigError(`node.healing.intervalMs must be an integer of at least ${MIN_HEAL_INTERVAL_MS}`);
   if (!(Number.isInteger(healing.orphanGraceMs) && healing.orphanGraceMs >= 0)) throw new ConfigError('node.healing.orphanGraceMs must be a non-negative integer');
   if (!['tgt', 'static'].includes(cfg.controller.backend)) throw new ConfigError('controller.backend must be tgt or static');
+  if (!(Number.isInteger(cfg.controller.tgt.copyTimeoutMs) && cfg.controller.tgt.copyTimeoutMs > 0)) throw new ConfigError('controller.tgt.copyTimeoutMs must be a positive integer');
   if (typeof cfg.metricsAddress !== 'string') throw new ConfigError('metricsAddress must be a string');
   if (cfg.metricsAddress !== '') parseListenAddress(cfg.metricsAddress, 'metricsAddress');
 }

@@ -24,6 +24,39 @@ export interface VolumeRecord {
   /** node id → how it is published there */
   published: Record<string, Publication>;
   condition: VolumeCondition;
+  /** what it was created from (a snapshot or another volume), when anything */
+  contentSource?: ContentSource;
+}
+
+/** CreateVolume's volume_content_source, validated: a snapshot or volume id this backend issued. */
+export interface ContentSource {
+  kind: 'snapshot' | 'volume';
+  id: string;
+}
+
+/** What the service and the CO see of a snapshot. */
+export interface SnapshotRecord {
+  /** opaque, stable: `<backend>:snap:<hash of the name>` */
+  id: string;
+  name: string;
+  /** creation order (shared with volumes); ListSnapshots pages by it */
+  seq: number;
+  sourceVolumeId: string;
+  /** the source's capacity when it was taken: a volume restored from it is at least this large */
+  sizeBytes: number;
+  createdAt: Date;
+  readyToUse: boolean;
+}
+
+/** Snapshots and clones, for backends that make them (the service advertises the capabilities only then). */
+export interface SnapshotSupport {
+  /** Takes a point-in-time copy of a volume, or returns the one of that name (another source: ALREADY_EXISTS). Unknown volume → NOT_FOUND. */
+  createSnapshot(name: string, sourceVolumeId: string): Promise<SnapshotRecord>;
+  /** Unknown id → no-op. */
+  deleteSnapshot(id: string): Promise<void>;
+  getSnapshot(id: string): SnapshotRecord | undefined;
+  /** every snapshot, in creation order */
+  listSnapshots(): SnapshotRecord[];
 }
 
 export interface CreateSpec {
@@ -34,6 +67,8 @@ export interface CreateSpec {
   capabilities: CapabilitySummary[];
   parameters: StringMap;
   secrets: StringMap;
+  /** the content to start with (a backend without `snapshots` is never given one) */
+  source?: ContentSource;
 }
 
 export interface PublishSpec {
@@ -69,6 +104,8 @@ export interface VolumeBackend {
    * while no node uses it (the plugin's VOLUME_EXPANSION capability tells the resizer which).
    */
   readonly expansion: VolumeExpansionType;
+  /** snapshots and clones; undefined when the backend cannot make them */
+  readonly snapshots?: SnapshotSupport;
   /** Loads state and reconciles the storage system from it. */
   start(): Promise<void>;
   /** Stops background work (the periodic reconcile). */
@@ -123,7 +160,12 @@ export function checkSameVolume(existing: VolumeRecord, spec: CreateSpec): void 
   }
   if (capabilitiesKey(existing.capabilities) !== capabilitiesKey(spec.capabilities)) why.push('it was created with other volume capabilities');
   if (stableJson(existing.parameters) !== stableJson(spec.parameters)) why.push('it was created with other parameters');
+  if (sourceText(existing.contentSource) !== sourceText(spec.source)) why.push(`it was created from ${sourceText(existing.contentSource)}, not ${sourceText(spec.source)}`);
   if (why.length > 0) throw new AlreadyExists(`a volume named ${JSON.stringify(existing.name)} already exists (${existing.id}) but ${why.join(' and ')}`);
+}
+
+function sourceText(source: ContentSource | undefined): string {
+  return source ? `${source.kind} ${source.id}` : 'no content source';
 }
 
 function stableJson(map: StringMap): string {

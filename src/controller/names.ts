@@ -41,7 +41,7 @@ export function backendOfVolumeId(volumeId: string): BackendKind | undefined {
 export function backingFileNameFor(volumeId: string): string {
   const hash = /^[a-z]+:([0-9a-f]{32})$/.exec(volumeId)?.[1];
   if (!hash) throw new InvalidArgument(`volume id ${JSON.stringify(volumeId)} was not issued by this driver`);
-  return `${hash}.img`;
+  return `${hash}${POOL_FILE_SUFFIX}`;
 }
 
 /** Checks the configured `iqn.<date>.<reversed domain>` prefix; returns it unchanged. */
@@ -84,3 +84,35 @@ export function scsiIdsFor(volumeId: string): { scsiId: string; scsiSn: string }
   // tgtd keeps short ids (its SCSI ID field is 24 bytes): "csi" + 16 hex, and 16 hex for the serial.
   return { scsiId: `csi${hash.slice(0, 16)}`, scsiSn: hash.slice(16, 32) };
 }
+
+/** Snapshot ids: `<backend>:snap:<32 hex>` — a namespace of their own, so no snapshot id is ever a volume id. */
+const SNAPSHOT_ID_RE = /^(tgt):snap:([0-9a-f]{32})$/;
+
+/** The hash of a snapshot name: kept apart from volume names' hashes, so a snapshot and a volume of one name differ. */
+function snapshotNameHash(snapshotName: string): string {
+  return sha256Hex(`snapshot\0${snapshotName}`).slice(0, ID_HASH_HEX);
+}
+
+/** `<backend>:snap:<32 hex>`: opaque, stable for a name, safe in paths and logs. */
+export function snapshotIdFor(backend: 'tgt', snapshotName: string): string {
+  return `${backend}:snap:${snapshotNameHash(snapshotName)}`;
+}
+
+/** The backend a snapshot id belongs to, or undefined for an id this driver never issued. */
+export function backendOfSnapshotId(snapshotId: string): 'tgt' | undefined {
+  return SNAPSHOT_ID_RE.exec(snapshotId)?.[1] as 'tgt' | undefined;
+}
+
+/** A snapshot's file name in the pool: the id's hash only, with a prefix no volume's file has. */
+export function snapshotFileNameFor(snapshotId: string): string {
+  const hash = SNAPSHOT_ID_RE.exec(snapshotId)?.[2];
+  if (!hash) throw new InvalidArgument(`snapshot id ${JSON.stringify(snapshotId.slice(0, 128))} was not issued by this driver`);
+  return `${SNAPSHOT_FILE_PREFIX}${hash}${POOL_FILE_SUFFIX}`;
+}
+
+export const SNAPSHOT_FILE_PREFIX = 'snap-';
+export const POOL_FILE_SUFFIX = '.img';
+/** A file being copied into place carries this suffix until it is complete and renamed. */
+export const PARTIAL_FILE_SUFFIX = '.partial';
+/** Names of the files the tgt backend makes in its pool (volumes, snapshots, either being copied). */
+export const POOL_FILE_RE = /^(snap-)?([0-9a-f]{32})\.img(\.partial)?$/;

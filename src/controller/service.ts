@@ -22,6 +22,8 @@ import { hasLocation, parseTargetSpec } from '../contract/volume-context.js';
 import { parseRange, sizeForCreate, sizeForExpand } from './capacity.js';
 import { backendOfVolumeId } from './names.js';
 import { page } from './pagination.js';
+import { parseContentSource, sizeForSource, sourceBytes, toContentSource } from './content-source.js';
+import { snapshotHandlers } from './snapshots.js';
 import { StaticBackend } from './static-backend.js';
 import { TgtBackend } from './tgt/backend.js';
 
@@ -36,6 +38,14 @@ export const CONTROLLER_CAPABILITIES: readonly ControllerRpcType[] = [
   'GET_VOLUME',
   'VOLUME_CONDITION',
 ];
+
+/** Advertised only by a backend that makes snapshots and clones (VolumeBackend.snapshots). */
+export const SNAPSHOT_CAPABILITIES: readonly ControllerRpcType[] = ['CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'GET_SNAPSHOT', 'CLONE_VOLUME'];
+
+/** What this backend's controller advertises. */
+export function controllerCapabilities(backend: VolumeBackend): ControllerRpcType[] {
+  return [...CONTROLLER_CAPABILITIES, ...(backend.snapshots ? SNAPSHOT_CAPABILITIES : [])];
+}
 
 export interface ControllerDeps {
   cfg: Config;
@@ -86,7 +96,7 @@ function requireVolumeId(value: string): string {
 }
 
 function toVolume(rec: VolumeRecord): Volume {
-  return { capacity_bytes: rec.capacityBytes, volume_id: rec.id, volume_context: rec.context, content_source: null, accessible_topology: [] };
+  return { capacity_bytes: rec.capacityBytes, volume_id: rec.id, volume_context: rec.context, content_source: toContentSource(rec.contentSource), accessible_topology: [] };
 }
 
 export function createControllerService(deps: ControllerDeps): ControllerService {
@@ -142,22 +152,23 @@ export function createControllerService(deps: ControllerDeps): ControllerService
     CreateVolume: async (req: CreateVolumeRequest): Promise<CreateVolumeResponse> => {
       if (!req.name) throw new InvalidArgument('name is required');
       const capabilities = parseCapabilities(req.volume_capabilities);
-      if (req.volume_content_source?.type) {
-        throw new InvalidArgument(`volume_content_source (${req.volume_content_source.type}) is not supported: this driver does not clone volumes or restore snapshots`);
-      }
+      const source = parseContentSource(req.volume_content_source, backend);
       const range = parseRange(req.capacity_range);
       const parameters = req.parameters ?? {};
       const secrets = req.secrets ?? {};
       checkBackendParameter(parameters);
       checkFsType(capabilities, parameters);
       backend.checkParameters(parameters, secrets);
+      // after every argument check: a missing source is NOT_FOUND, a range smaller than it OUT_OF_RANGE
+      const capacityBytes = source ? sizeForSource(range, sourceBytes(source, backend)) : sizeForCreate(range, cfg.controller.defaultVolumeSizeBytes);
       const rec = await backend.create({
         name: req.name,
-        capacityBytes: sizeForCreate(range, cfg.controller.defaultVolumeSizeBytes),
+        capacityBytes,
         range,
         capabilities,
         parameters,
         secrets,
+        ...(source ? { source } : {}),
       });
       return { volume: toVolume(rec) };
     },
@@ -255,7 +266,7 @@ export function createControllerService(deps: ControllerDeps): ControllerService
     },
 
     ControllerGetCapabilities: async (): Promise<ControllerGetCapabilitiesResponse> => ({
-      capabilities: CONTROLLER_CAPABILITIES.map((type) => ({ type: 'rpc' as const, rpc: { type } })),
+      capabilities: controllerCapabilities(backend).map((type) => ({ type: 'rpc' as const, rpc: { type } })),
     }),
 
     ControllerGetVolume: async (req: ControllerGetVolumeRequest): Promise<ControllerGetVolumeResponse> => {
@@ -280,6 +291,8 @@ export function createControllerService(deps: ControllerDeps): ControllerService
       if (range.limit > 0 && rec.capacityBytes > range.limit) throw new OutOfRange(`volume ${id} grew to ${rec.capacityBytes} bytes, more than limit_bytes ${range.limit}`);
       return { capacity_bytes: rec.capacityBytes, node_expansion_required: needsNodeExpansion(cap ? [cap] : rec.capabilities) };
     },
+
+    ...snapshotHandlers(backend),
   };
   return Object.assign(handlers, control);
 }

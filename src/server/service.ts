@@ -18,6 +18,9 @@ export type ServiceImpl = Partial<Record<string, Handler>>;
 /** Volume ids (or names) a method operates on, for the per-volume operation guard and the call log. */
 export function volumeKeyOf(method: string, req: Record<string, unknown>): string | undefined {
   if (method === 'CreateVolume' && typeof req.name === 'string' && req.name) return `name:${req.name}`;
+  // a snapshot's name and id are keys of their own: a snapshot of a volume runs beside the volume's other calls
+  if (method === 'CreateSnapshot' && typeof req.name === 'string' && req.name) return `snapshot-name:${req.name}`;
+  if (typeof req.snapshot_id === 'string' && req.snapshot_id && method !== 'ListSnapshots') return `snapshot:${req.snapshot_id}`;
   const id = req.volume_id;
   return typeof id === 'string' && id ? id : undefined;
 }
@@ -26,4 +29,5 @@ export function volumeKeyOf(method: string, req: Record<string, unknown>): strin
 export const READ_ONLY_METHODS = new Set([
   'NodeGetVolumeStats', 'ControllerGetVolume', 'ValidateVolumeCapabilities', 'ListVolumes', 'GetCapacity',
   'NodeGetCapabilities', 'NodeGetInfo', 'ControllerGetCapabilities', 'GetPluginInfo', 'GetPluginCapabilities', 'Probe',
+  'ListSnapshots', 'GetSnapshot',
 ]);

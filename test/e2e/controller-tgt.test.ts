@@ -10,7 +10,7 @@ import { Writable } from 'node:stream';
 import { promisify } from 'node:util';
 import { status } from '@grpc/grpc-js';
 import { codeOf, CsiClient } from '../helpers/client.js';
-import { defaultConfig, type Config } from '../../src/config.js';
+import { DEFAULT_COPY_TIMEOUT_MS, defaultConfig, type Config } from '../../src/config.js';
 import { startDriver } from '../../src/driver.js';
 import type { VolumeBackend } from '../../src/controller/backend.js';
 import { createBackend, createControllerService, type ControllerService } from '../../src/controller/service.js';
@@ -38,7 +38,7 @@ function config(daemon: TgtDaemon, stateDir = join(tmp, 'state')): Config {
   const cfg = defaultConfig();
   cfg.stateDir = stateDir;
   cfg.controller.defaultVolumeSizeBytes = 32 * MiB;
-  cfg.controller.tgt = { controlPort: daemon.controlPort, portals: [daemon.portal], poolDir: join(tmp, 'pool'), iqnPrefix: PREFIX, sharedTargetName: 'shared' };
+  cfg.controller.tgt = { controlPort: daemon.controlPort, portals: [daemon.portal], poolDir: join(tmp, 'pool'), iqnPrefix: PREFIX, sharedTargetName: 'shared', copyTimeoutMs: DEFAULT_COPY_TIMEOUT_MS };
   return cfg;
 }
 
@@ -340,7 +340,9 @@ describe('tgt controller: request checks', () => {
     expect(await codeOf(create('p4', { parameters: { backend: 'static' } }))).toBe(status.INVALID_ARGUMENT);
     expect(await codeOf(create('p5', { parameters: { targetMode: 'shared', chap: 'true' }, secrets: CHAP }))).toBe(status.INVALID_ARGUMENT);
     expect(await codeOf(create('p6', { parameters: { chap: 'true' }, secrets: { 'node.session.auth.username': 'u' } }))).toBe(status.INVALID_ARGUMENT);
-    expect(await codeOf(call('CreateVolume', { name: 'p7', volume_capabilities: [mountCap()], parameters: {}, secrets: {}, volume_content_source: { type: 'snapshot', snapshot: { snapshot_id: 's' } } }))).toBe(status.INVALID_ARGUMENT);
+    // a snapshot id this driver never issued is no snapshot of it; an empty one is no id at all
+    expect(await codeOf(call('CreateVolume', { name: 'p7', volume_capabilities: [mountCap()], parameters: {}, secrets: {}, volume_content_source: { type: 'snapshot', snapshot: { snapshot_id: 's' } } }))).toBe(status.NOT_FOUND);
+    expect(await codeOf(call('CreateVolume', { name: 'p7', volume_capabilities: [mountCap()], parameters: {}, secrets: {}, volume_content_source: { type: 'snapshot', snapshot: { snapshot_id: '' } } }))).toBe(status.INVALID_ARGUMENT);
     // provisioner metadata is accepted
     await create('p8', { bytes: 8 * MiB, parameters: { 'csi.storage.k8s.io/pvc/name': 'data' } });
   });
@@ -358,7 +360,7 @@ describe('tgt controller: request checks', () => {
 
   it('advertises its capabilities and reports capacity from the pool filesystem', async () => {
     const caps = await call<{ capabilities: { rpc: { type: string } }[] }>('ControllerGetCapabilities', {});
-    expect(caps.capabilities.map((c) => c.rpc.type)).toEqual(expect.arrayContaining(['CREATE_DELETE_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'EXPAND_VOLUME', 'LIST_VOLUMES_PUBLISHED_NODES', 'PUBLISH_READONLY', 'GET_VOLUME', 'VOLUME_CONDITION']));
+    expect(caps.capabilities.map((c) => c.rpc.type)).toEqual(expect.arrayContaining(['CREATE_DELETE_VOLUME', 'PUBLISH_UNPUBLISH_VOLUME', 'LIST_VOLUMES', 'GET_CAPACITY', 'EXPAND_VOLUME', 'LIST_VOLUMES_PUBLISHED_NODES', 'PUBLISH_READONLY', 'GET_VOLUME', 'VOLUME_CONDITION', 'CREATE_DELETE_SNAPSHOT', 'LIST_SNAPSHOTS', 'GET_SNAPSHOT', 'CLONE_VOLUME']));
     const cap = await call<{ available_capacity: number; maximum_volume_size: { value: number } }>('GetCapacity', { volume_capabilities: [], parameters: {}, accessible_topology: null });
     expect(cap.available_capacity).toBeGreaterThan(0);
     expect(cap.maximum_volume_size.value).toBe(cap.available_capacity);

@@ -23,7 +23,7 @@ import { sameCredentials, type ChapCredentials } from '../../contract/chap.js';
 import { encodeLocation, encodeVolumeContext } from '../../contract/volume-context.js';
 import {
   checkSameVolume, EXPANSION_BY_BACKEND,
-  type CapacityInfo, type CreateSpec, type PublishSpec, type VolumeBackend, type VolumeRecord,
+  type CapacityInfo, type ContentSource, type CreateSpec, type PublishSpec, type VolumeBackend, type VolumeRecord,
 } from '../backend.js';
 import { checkPublish } from '../capabilities.js';
 import { backingBytes } from '../capacity.js';
@@ -38,10 +38,18 @@ import { parseTgtParams, type TargetNaming, type TgtParams } from './params.js';
 import { Pool } from './pool.js';
 import { loggedIn, planRemoval, planUnbind } from './reconcile.js';
 import { sizeNotRead, TargetSync } from './target-sync.js';
+import { TgtSnapshots } from './snapshots.js';
 import { TgtState, type TgtTargetState, type TgtVolumeState } from './state.js';
 import { Tgtadm, type TgtTarget } from './tgtadm.js';
 
 const DEFAULT_RECONCILE_INTERVAL_MS = 30_000;
+
+const CONTENT_PENDING: VolumeCondition = Object.freeze({ abnormal: true, message: 'the volume\'s content is still being copied from its source (its CreateVolume has not succeeded yet)' });
+
+/** A volume whose content is not copied in yet has no file to export: its CreateVolume must be retried first. */
+function checkFilled(vol: TgtVolumeState): void {
+  if (vol.contentPending) throw new FailedPrecondition(CONTENT_PENDING.message);
+}
 
 export interface TgtBackendDeps {
   cfg: Config;
@@ -54,6 +62,7 @@ export interface TgtBackendDeps {
 export class TgtBackend implements VolumeBackend {
   readonly expansion = EXPANSION_BY_BACKEND.tgt;
   readonly kind = 'tgt' as const;
+  readonly snapshots: TgtSnapshots;
   readonly #logger: Logger;
   readonly #tgtadm: Tgtadm;
   readonly #locks = new KeyedMutex();
@@ -93,6 +102,10 @@ export class TgtBackend implements VolumeBackend {
     this.#apply = { tgtadm: this.#tgtadm, createAccount: (user, volumeId) => this.#chap.createInTgtd(user, volumeId) };
     this.#sync = new TargetSync({ state: this.#state, pool: this.#pool, tgtadm: this.#tgtadm, apply: this.#apply, locks: this.#locks, logger: this.#logger });
     this.#reconcileIntervalMs = deps.reconcileIntervalMs ?? DEFAULT_RECONCILE_INTERVAL_MS;
+    this.snapshots = new TgtSnapshots({
+      state: this.#state, pool: this.#pool, tgtadm: this.#tgtadm, locks: this.#locks, logger: this.#logger,
+      copyTimeoutMs: tgt.copyTimeoutMs, load: () => this.#load(),
+    });
   }
 
   // ---- lifecycle -------------------------------------------------------------------------------
@@ -100,6 +113,7 @@ export class TgtBackend implements VolumeBackend {
   async start(): Promise<void> {
     await this.#load();
     await this.#pool.ensureDir();
+    await this.snapshots.sweep();
     try {
       await this.reconcile();
     } catch (e) {
@@ -171,7 +185,8 @@ export class TgtBackend implements VolumeBackend {
       id: vol.id, name: vol.name, seq: vol.seq, capacityBytes: vol.capacityBytes, capabilities: vol.capabilities,
       parameters: vol.parameters, context: vol.context,
       published: Object.fromEntries(Object.entries(vol.published).map(([n, p]) => [n, { readonly: p.readonly, mode: p.mode }])),
-      condition: this.#sync.conditionOf(vol.id),
+      condition: vol.contentPending ? CONTENT_PENDING : this.#sync.conditionOf(vol.id),
+      ...(vol.contentSource ? { contentSource: { ...vol.contentSource } } : {}),
     };
   }
 
@@ -197,7 +212,8 @@ export class TgtBackend implements VolumeBackend {
       if (existing) {
         if (existing.name !== spec.name) throw new Internal(`volume id ${id} of ${JSON.stringify(existing.name)} collides with the name ${JSON.stringify(spec.name)}`);
         checkSameVolume(this.#record(existing), spec);
-        // a create that failed half-way (or a crash) left the record: finish the export now
+        // a create that failed half-way (or a crash) left the record: finish the copy and the export now
+        if (existing.contentPending) await this.snapshots.fill(existing);
         await this.#locks.withLock(`tgt:${existing.target}`, () => this.#sync.export(existing));
         return this.#record(existing);
       }
@@ -205,23 +221,57 @@ export class TgtBackend implements VolumeBackend {
       const creds = params.chap ? tgtChapFromSecrets(spec.secrets, 'CreateVolume secrets') : undefined;
       await this.#pool.checkSpace(spec.capacityBytes, 0);
       const iqn = params.targetIqn(spec.name);
+      if (spec.source) return this.#createFromSource(iqn, id, spec, params, creds, spec.source);
       return this.#locks.withLock(`tgt:${iqn}`, () => this.#createOn(iqn, id, spec, params, creds));
+    });
+  }
+
+  /**
+   * Records a new volume that starts as a copy of `source`, copies it in, and exports it. The copy runs
+   * outside tgt:<iqn>: it takes the source's locks (vol:<source> → tgt:<its target> is the publish order).
+   */
+  async #createFromSource(iqn: string, id: string, spec: CreateSpec, params: TgtParams, creds: ChapCredentials | undefined, source: ContentSource): Promise<VolumeRecord> {
+    const vol = await this.#locks.withLock(`tgt:${iqn}`, async () => {
+      const v = this.#addVolume(iqn, id, spec, params, creds, await this.#tgtadm.showTargets(), source);
+      try {
+        if (creds) v.chap = await this.#chap.store(creds);
+        await this.#state.save();
+      } catch (e) {
+        await this.#destroy(v).catch(() => undefined);
+        throw e;
+      }
+      return v;
+    });
+    try {
+      await this.snapshots.fill(vol);
+      await this.#locks.withLock(`tgt:${iqn}`, () => this.#sync.export(vol));
+    } catch (e) {
+      this.#logger.warn({ volumeId: id, err: (e as Error).message }, 'create from a content source failed; removing what was made');
+      await this.#locks.withLock(`tgt:${iqn}`, () => this.#destroy(vol)).catch((err: Error) => this.#logger.error({ volumeId: id, err: err.message }, 'cleanup after a failed create failed; a retry or DeleteVolume finishes it'));
+      throw e;
+    }
+    this.#logger.info({ volumeId: id, target: iqn, lun: vol.lun, bytes: vol.capacityBytes, source: `${source.kind} ${source.id}` }, 'volume created from a content source');
+    return this.#record(vol);
+  }
+
+  /** Adds a new volume's record (not saved) on target `iqn`. No await inside: no other call can take the same tid or LUN. */
+  #addVolume(iqn: string, id: string, spec: CreateSpec, params: TgtParams, creds: ChapCredentials | undefined, live: TgtTarget[], source?: ContentSource): TgtVolumeState {
+    const { target, lun } = this.#place(iqn, params.shared, live);
+    const ids = scsiIdsFor(id);
+    return this.#state.add(target, {
+      id, name: spec.name, capacityBytes: spec.capacityBytes, file: this.#pool.fileFor(id), target: iqn, lun, ...ids,
+      exportedBytes: 0, capabilities: spec.capabilities, parameters: spec.parameters,
+      context: { ...encodeVolumeContext({ portals: this.#portals, iqn, lun, wwid: tgtLunWwid(ids.scsiId) }, { fsType: params.fsType, sessionChap: params.chap }) },
+      ...(params.chap && !creds ? { chapPending: true } : {}),
+      ...(source ? { contentSource: { ...source }, contentPending: true } : {}),
+      published: {}, createdAt: new Date().toISOString(),
     });
   }
 
   /** Records a new volume on target `iqn`, makes its file and exports it; undoes it all on failure. Caller holds tgt:<iqn>. */
   async #createOn(iqn: string, id: string, spec: CreateSpec, params: TgtParams, creds: ChapCredentials | undefined): Promise<VolumeRecord> {
     const live = await this.#tgtadm.showTargets();
-    // no await from here to add(): no other call can take the same tid or LUN
-    const { target, lun } = this.#place(iqn, params.shared, live);
-    const ids = scsiIdsFor(id);
-    const vol = this.#state.add(target, {
-      id, name: spec.name, capacityBytes: spec.capacityBytes, file: this.#pool.fileFor(id), target: iqn, lun, ...ids,
-      exportedBytes: 0, capabilities: spec.capabilities, parameters: spec.parameters,
-      context: { ...encodeVolumeContext({ portals: this.#portals, iqn, lun, wwid: tgtLunWwid(ids.scsiId) }, { fsType: params.fsType, sessionChap: params.chap }) },
-      ...(params.chap && !creds ? { chapPending: true } : {}),
-      published: {}, createdAt: new Date().toISOString(),
-    });
+    const vol = this.#addVolume(iqn, id, spec, params, creds, live);
     // the record goes to disk first: a crash from here on leaves state that reconcile and a retried
     // CreateVolume complete, never an export the driver does not know about
     try {
@@ -234,7 +284,7 @@ export class TgtBackend implements VolumeBackend {
       await this.#destroy(vol).catch((err: Error) => this.#logger.error({ volumeId: id, err: err.message }, 'cleanup after a failed create failed; a retry or DeleteVolume finishes it'));
       throw e;
     }
-    this.#logger.info({ volumeId: id, target: iqn, lun, tid: target.tid, bytes: vol.capacityBytes }, 'volume created');
+    this.#logger.info({ volumeId: id, target: iqn, lun: vol.lun, tid: this.#state.target(iqn)?.tid, bytes: vol.capacityBytes }, 'volume created');
     return this.#record(vol);
   }
 
@@ -262,6 +312,7 @@ export class TgtBackend implements VolumeBackend {
     const last = this.#state.volumesOn(vol.target).every((v) => v.id === vol.id);
     if (this.#state.target(vol.target)) await applyAll(planRemoval(vol.target, vol.lun, last, await this.#tgtadm.showTargets()), this.#apply);
     await this.#pool.remove(vol.file);
+    await this.#pool.remove(this.#pool.partialOf(vol.file));
     this.#state.remove(vol);
     this.#sync.forget(vol.id);
     await this.#state.save();
@@ -277,6 +328,7 @@ export class TgtBackend implements VolumeBackend {
     return this.#locks.withLock(`vol:${id}`, async () => {
       const vol = this.#state.volume(id);
       if (!vol) throw new NotFound(`volume ${id} does not exist`);
+      checkFilled(vol);
       const decision = checkPublish(id, vol.published, spec.nodeId, spec);
       await this.#takeCredentials(vol, tgtChapFromSecrets(spec.secrets, 'ControllerPublishVolume secrets'));
       await this.#locks.withLock(`tgt:${vol.target}`, async () => {
@@ -352,6 +404,7 @@ export class TgtBackend implements VolumeBackend {
     return this.#locks.withLock(`vol:${id}`, async () => {
       const vol = this.#state.volume(id);
       if (!vol) throw new NotFound(`volume ${id} does not exist`);
+      checkFilled(vol);
       await this.#locks.withLock(`tgt:${vol.target}`, async () => {
         const live = await this.#tgtadm.showTargets();
         if (capacityBytes > vol.capacityBytes) {

@@ -51,7 +51,8 @@ export interface DesiredState {
 
 export function desiredState(doc: Readonly<TgtStateDoc>): DesiredState {
   const lunsOf = new Map<string, DesiredLun[]>();
-  for (const vol of Object.values(doc.volumes)) {
+  // a volume whose content is still being copied in has no file to export yet
+  for (const vol of Object.values(doc.volumes).filter((v) => !v.contentPending)) {
     const luns = lunsOf.get(vol.target) ?? [];
     luns.push(desiredLun(vol));
     lunsOf.set(vol.target, luns);

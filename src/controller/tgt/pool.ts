@@ -1,11 +1,12 @@
-// The pool directory: one sparse backing file per volume, named by the volume id's hash only.
+// The pool directory: one sparse backing file per volume and one file per snapshot, each named by its
+// id's hash only; a file being copied in carries a ".partial" suffix until it is complete.
 import { constants as fsConstants } from 'node:fs';
-import { access, mkdir, open, stat, statfs, truncate, unlink } from 'node:fs/promises';
+import { access, mkdir, open, readdir, rename, stat, statfs, truncate, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fsyncDirectory } from '../../common/durable-json.js';
 import { errnoCode, Internal, OutOfRange, ResourceExhausted } from '../../errors.js';
 import { formatBytes } from '../capacity.js';
-import { backingFileNameFor } from '../names.js';
+import { backingFileNameFor, PARTIAL_FILE_SUFFIX, POOL_FILE_RE, snapshotFileNameFor } from '../names.js';
 
 const POOL_FILE_MODE = 0o600;
 const POOL_DIR_MODE = 0o700;
@@ -21,6 +22,53 @@ export class Pool {
 
   fileFor(volumeId: string): string {
     return join(this.dir, backingFileNameFor(volumeId));
+  }
+
+  snapshotFileFor(snapshotId: string): string {
+    return join(this.dir, snapshotFileNameFor(snapshotId));
+  }
+
+  /** The name a file is copied to before it is complete. */
+  partialOf(file: string): string {
+    return `${file}${PARTIAL_FILE_SUFFIX}`;
+  }
+
+  /** Moves a completed copy to its name, durably (the directory entry is synced). */
+  async commit(partial: string, file: string): Promise<void> {
+    try {
+      await rename(partial, file);
+    } catch (e) {
+      throw new Internal(`cannot rename ${partial} to ${file}: ${(e as Error).message}`);
+    }
+    await fsyncDirectory(this.dir);
+  }
+
+  /**
+   * Removes what a crash left in the pool: every partial copy, and every snapshot file the state does
+   * not list (a crash between its rename and the state's save). Volume files are never swept: each is
+   * recorded before it is made. Returns the removed paths.
+   */
+  async sweep(knownSnapshotFiles: ReadonlySet<string>): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (e) {
+      if (errnoCode(e) === 'ENOENT') return [];
+      throw new Internal(`cannot list pool directory ${this.dir}: ${(e as Error).message}`);
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      const m = POOL_FILE_RE.exec(name);
+      if (!m) continue;
+      const file = join(this.dir, name);
+      const partial = m[3] !== undefined;
+      const straySnapshot = m[1] !== undefined && !partial && !knownSnapshotFiles.has(file);
+      if (partial || straySnapshot) {
+        await this.remove(file);
+        removed.push(file);
+      }
+    }
+    return removed;
   }
 
   async ensureDir(): Promise<void> {

@@ -14,6 +14,12 @@ export interface TgtPublication extends Publication {
   initiator: string;
 }
 
+/** What a volume was made from (CreateVolume's volume_content_source). */
+export interface TgtContentSource {
+  kind: 'snapshot' | 'volume';
+  id: string;
+}
+
 export interface TgtVolumeState {
   id: string;
   name: string;
@@ -36,6 +42,23 @@ export interface TgtVolumeState {
   chapPending?: boolean;
   published: Record<string, TgtPublication>;
   createdAt: string;
+  contentSource?: TgtContentSource;
+  /** recorded, but its content is not copied in yet: its file is not exported until it is */
+  contentPending?: boolean;
+}
+
+/** A snapshot: an independent file in the pool, a point-in-time copy of its source volume's file. */
+export interface TgtSnapshotState {
+  id: string;
+  name: string;
+  seq: number;
+  sourceVolumeId: string;
+  /** the source volume's capacity when it was taken: a restore is at least this large */
+  sizeBytes: number;
+  /** absolute path of the snapshot's file */
+  file: string;
+  createdAt: string;
+  method: 'reflink' | 'copy';
 }
 
 export interface TgtTargetState {
@@ -49,6 +72,8 @@ export interface TgtStateDoc {
   nextSeq: number;
   targets: Record<string, TgtTargetState>;
   volumes: Record<string, TgtVolumeState>;
+  /** absent in files written before snapshots existed */
+  snapshots?: Record<string, TgtSnapshotState>;
 }
 
 export class TgtState {
@@ -115,6 +140,27 @@ export class TgtState {
     this.#doc.volumes[added.id] = added;
     this.#doc.nextSeq += 1;
     return added;
+  }
+
+  snapshot(id: string): TgtSnapshotState | undefined {
+    return this.#doc.snapshots?.[id];
+  }
+
+  /** every snapshot, in creation order */
+  snapshots(): TgtSnapshotState[] {
+    return Object.values(this.#doc.snapshots ?? {}).sort((a, b) => a.seq - b.seq);
+  }
+
+  /** Adds a snapshot with the next sequence number (shared with volumes: it only grows). */
+  addSnapshot(snap: Omit<TgtSnapshotState, 'seq'>): TgtSnapshotState {
+    const added = { ...snap, seq: this.#doc.nextSeq };
+    this.#doc.snapshots = { ...this.#doc.snapshots, [added.id]: added };
+    this.#doc.nextSeq += 1;
+    return added;
+  }
+
+  removeSnapshot(id: string): void {
+    if (this.#doc.snapshots) delete this.#doc.snapshots[id];
   }
 
   /** Removes a volume, and its target with its last volume. */

@@ -113,7 +113,7 @@ export class TargetSync {
     if (!stateTarget) throw new Internal(`controller state lists volume ${onlyVolume} on target ${iqn}, which it does not list`);
     const results: SyncResults = new Map();
     const files = new Map<string, number>();
-    for (const vol of state.volumesOn(iqn).filter((v) => onlyVolume === undefined || v.id === onlyVolume)) {
+    for (const vol of state.volumesOn(iqn).filter((v) => !v.contentPending && (onlyVolume === undefined || v.id === onlyVolume))) {
       await this.#readyBackingFile(vol).then((bytes) => files.set(vol.id, bytes), (e: Error) => results.set(vol.id, e));
     }
     const live = known ?? (await this.deps.tgtadm.showTargets());
