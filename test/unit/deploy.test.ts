@@ -117,7 +117,7 @@ function secretData(name: string, namespace: string): Record<string, string> {
 describe('deploy/ manifests', () => {
   it('has every expected file, and every YAML document parses into an object with apiVersion, kind and metadata.name', () => {
     for (const f of ['csidriver.yaml', 'rbac.yaml', 'controller.yaml', 'node.yaml', 'config-node.yaml', 'config-controller.yaml',
-      'storageclass-tgt.yaml', 'storageclass-chap.yaml', 'pv-static.yaml', 'pvc-examples.yaml', 'README.md']) {
+      'storageclass-tgt.yaml', 'storageclass-chap.yaml', 'pv-static.yaml', 'pvc-examples.yaml', 'snapshot-examples.yaml', 'README.md']) {
       expect(existsSync(join(DEPLOY, f)), `deploy/${f}`).toBe(true);
     }
     for (const { file, docs } of PARSED) {
@@ -179,13 +179,13 @@ describe('deploy/ manifests', () => {
     }
   });
 
-  it('runs the controller with the three sidecars, leader-elected, one replica that is gone before the next starts', () => {
+  it('runs the controller with the four sidecars, leader-elected, one replica that is gone before the next starts', () => {
     const deploy = object('Deployment', 'iscsi-csi-controller');
     expect(deploy.spec.replicas).toBe(1);
     expect(deploy.spec.strategy.type).toBe('Recreate');
     const pod = deploy.spec.template.spec;
     expect(flag(container(pod, 'driver'), 'mode')).toBe('controller');
-    for (const [c, image] of [['csi-provisioner', 'csi-provisioner'], ['csi-attacher', 'csi-attacher'], ['csi-resizer', 'csi-resizer']]) {
+    for (const [c, image] of [['csi-provisioner', 'csi-provisioner'], ['csi-attacher', 'csi-attacher'], ['csi-resizer', 'csi-resizer'], ['csi-snapshotter', 'csi-snapshotter']]) {
       const sidecar = container(pod, c!);
       expect(sidecar.image).toMatch(new RegExp(`^registry\\.k8s\\.io/sig-storage/${image}:v\\d+\\.\\d+\\.\\d+$`));
       expect(sidecar.args, c).toContain('--leader-election');
@@ -210,7 +210,7 @@ describe('deploy/ manifests', () => {
 });
 
 describe('sidecars against their releases (test/fixtures/sidecars/)', () => {
-  const LEADER_ELECTED = ['csi-provisioner', 'csi-attacher', 'csi-resizer'];
+  const LEADER_ELECTED = ['csi-provisioner', 'csi-attacher', 'csi-resizer', 'csi-snapshotter'];
 
   it('every sidecar image is a released tag, and every argument a flag of that version as its own --help prints them', () => {
     const pods = [...objects('Deployment'), ...objects('DaemonSet')].map((o) => ({ name: o.metadata.name as string, spec: o.spec.template.spec as K8s }));
@@ -226,7 +226,7 @@ describe('sidecars against their releases (test/fixtures/sidecars/)', () => {
         sidecars++;
       }
     }
-    expect(sidecars).toBe(6);
+    expect(sidecars).toBe(7);
     expect(problems).toEqual([]);
   });
 
@@ -243,7 +243,7 @@ describe('sidecars against their releases (test/fixtures/sidecars/)', () => {
       .toEqual(expect.arrayContaining([expect.stringMatching(/csi-attacher:v4\.99\.0 is not a released tag/), expect.stringMatching(/no --help fixture/)]));
   });
 
-  it('provisioner, attacher, resizer: leader election, their own --http-endpoint port (off the driver\'s), probed on /healthz/leader-election through a named port', () => {
+  it('provisioner, attacher, resizer, snapshotter: leader election, their own --http-endpoint port (off the driver\'s), probed on /healthz/leader-election through a named port', () => {
     const pod = podSpec('Deployment', 'iscsi-csi-controller');
     const taken = new Map<number, string>();
     for (const c of pod.containers as K8s[]) {
@@ -265,6 +265,7 @@ describe('sidecars against their releases (test/fixtures/sidecars/)', () => {
       expect(c.livenessProbe?.httpGet, name).toEqual({ path: '/healthz/leader-election', port: declared!.name });
     }
     expect(container(pod, 'csi-provisioner').args).toContain('--extra-create-metadata');
+    expect(container(pod, 'csi-snapshotter').args).toContain('--extra-create-metadata');
   });
 });
 
@@ -363,11 +364,47 @@ describe('StorageClasses and volumes', () => {
   });
 
   it('the examples claim a Filesystem and a Block volume, the Block one used as a device', () => {
-    const claims = objects('PersistentVolumeClaim').filter((c) => c.spec.storageClassName === 'iscsi-tgt');
+    const claims = objects('PersistentVolumeClaim').filter((c) => c.spec.storageClassName === 'iscsi-tgt' && !c.spec.dataSource);
     expect(claims.map((c) => c.spec.volumeMode).sort()).toEqual(['Block', 'Filesystem']);
     const block = claims.find((c) => c.spec.volumeMode === 'Block')!;
     const pod = objects('Pod').find((p) => (p.spec.volumes as K8s[]).some((v) => v.persistentVolumeClaim?.claimName === block.metadata.name))!;
     expect((pod.spec.containers as K8s[]).some((c) => (c.volumeDevices ?? []).length > 0)).toBe(true);
+  });
+
+  it('the snapshot examples: a VolumeSnapshotClass of this driver, a snapshot of an example claim, a claim restored from it', () => {
+    const classes = objects('VolumeSnapshotClass');
+    expect(classes.map((c) => c.metadata.name)).toEqual(['iscsi-tgt']);
+    for (const c of classes) {
+      expect(c.apiVersion).toBe('snapshot.storage.k8s.io/v1');
+      expect(c.driver, c.metadata.name).toBe(DEFAULT_DRIVER_NAME);
+      expect(['Delete', 'Retain'], `${c.metadata.name} deletionPolicy`).toContain(c.deletionPolicy);
+      for (const [k, v] of Object.entries((c.parameters ?? {}) as Record<string, unknown>)) expect(typeof v, `${c.metadata.name}: ${k}`).toBe('string');
+    }
+    const snapshots = objects('VolumeSnapshot');
+    expect(snapshots.length).toBeGreaterThan(0);
+    const claims = objects('PersistentVolumeClaim');
+    for (const snap of snapshots) {
+      expect(classes.map((c) => c.metadata.name), snap.metadata.name).toContain(snap.spec.volumeSnapshotClassName);
+      const source = claims.find((c) => c.metadata.name === snap.spec.source.persistentVolumeClaimName && c.metadata.namespace === snap.metadata.namespace);
+      expect(source, `${snap.metadata.name}: its source claim is an example`).toBeDefined();
+      expect(source!.spec.storageClassName, 'a claim of the tgt backend').toMatch(/^iscsi-tgt/);
+    }
+    const restored = claims.filter((c) => c.spec.dataSource?.kind === 'VolumeSnapshot');
+    expect(restored.length).toBeGreaterThan(0);
+    for (const c of restored) {
+      expect(c.spec.dataSource.apiGroup).toBe('snapshot.storage.k8s.io');
+      const snap = snapshots.find((x) => x.metadata.name === c.spec.dataSource.name && x.metadata.namespace === c.metadata.namespace);
+      expect(snap, `${c.metadata.name}: the VolumeSnapshot it restores`).toBeDefined();
+      const source = claims.find((x) => x.metadata.name === snap!.spec.source.persistentVolumeClaimName)!;
+      expect(c.spec.volumeMode, c.metadata.name).toBe(source.spec.volumeMode);
+    }
+  });
+
+  it('kustomization.yaml applies only kinds every cluster has: the snapshot kinds need the CRDs of a cluster add-on', () => {
+    const resources = (parseYaml(readFileSync(join(DEPLOY, 'kustomization.yaml'), 'utf8')) as { resources: string[] }).resources;
+    const kinds = DOCS.filter((d) => resources.some((r) => d.where.startsWith(`deploy/${r}#`))).map((d) => `${d.obj.apiVersion} ${d.obj.kind}`);
+    expect(kinds.length).toBeGreaterThan(0);
+    expect(kinds.filter((k) => k.startsWith('snapshot.storage.k8s.io/'))).toEqual([]);
   });
 
   it('every Secret under deploy/ holds placeholders only, in readable stringData', () => {
@@ -409,6 +446,28 @@ describe('RBAC', () => {
       const ns = sc.parameters['csi.storage.k8s.io/provisioner-secret-namespace'];
       if (ns !== undefined) expect(ns, sc.metadata.name).toBe('iscsi-csi');
     }
+  });
+
+  it('snapshots: the snapshotter writes VolumeSnapshotContents and their status only, the provisioner reads VolumeSnapshots to restore one', () => {
+    const grants = (name: string) => {
+      const out = new Map<string, string[]>();
+      for (const r of rules(object('ClusterRole', name))) for (const res of r.resources as string[]) out.set(`${r.apiGroups.join(',')}/${res}`, [...(out.get(`${r.apiGroups.join(',')}/${res}`) ?? []), ...(r.verbs as string[])].sort());
+      return Object.fromEntries(out);
+    };
+    expect(grants('iscsi-csi-external-snapshotter')).toEqual({
+      'snapshot.storage.k8s.io/volumesnapshotclasses': ['get', 'list', 'watch'],
+      'snapshot.storage.k8s.io/volumesnapshotcontents': ['get', 'list', 'patch', 'update', 'watch'],
+      'snapshot.storage.k8s.io/volumesnapshotcontents/status': ['patch', 'update'],
+      '/events': ['create', 'patch', 'update'],
+    });
+    const provisioner = grants('iscsi-csi-external-provisioner');
+    expect(provisioner['snapshot.storage.k8s.io/volumesnapshots']).toEqual(['get', 'list']);
+    expect(provisioner['snapshot.storage.k8s.io/volumesnapshotcontents']).toEqual(['get', 'list']);
+    // leader election of the snapshotter: the sidecars' Leases Role, bound to the controller's account
+    const leases = rules(object('Role', 'iscsi-csi-leader-election')).find((r) => (r.resources as string[]).includes('leases'));
+    expect(leases?.verbs).toEqual(expect.arrayContaining(['get', 'create', 'update']));
+    const binding = object('ClusterRoleBinding', 'iscsi-csi-external-snapshotter');
+    expect(binding.subjects).toEqual([{ kind: 'ServiceAccount', name: podSpec('Deployment', 'iscsi-csi-controller').serviceAccountName, namespace: 'iscsi-csi' }]);
   });
 
   it('binds every role it defines, to roles that exist', () => {

@@ -37,6 +37,25 @@ app.kubernetes.io/instance: {{ $root.Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* "true" when the csi-snapshotter sidecar and its RBAC are rendered: enabled, and the tgt backend (the static one has no snapshots, and the sidecar exits against a driver without them). */}}
+{{- define "iscsi-csi.snapshots" -}}
+{{- if and .Values.sidecars.snapshotter.enabled (eq .Values.controller.backend "tgt") -}}true{{- end -}}
+{{- end -}}
+
+{{/* The metrics Service of one component: (list $ "controller") */}}
+{{- define "iscsi-csi.metricsServiceName" -}}
+{{- include "iscsi-csi.fullname" (index . 0) }}-{{ index . 1 }}-metrics
+{{- end -}}
+
+{{/* prometheus.io annotations of a pod template, when metrics.scrapeAnnotations */}}
+{{- define "iscsi-csi.scrapeAnnotations" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.scrapeAnnotations }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.metrics.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}
+
 {{- define "iscsi-csi.sidecarImage" -}}
 {{- printf "%s:%s" .repository .tag -}}
 {{- end -}}
