@@ -2,18 +2,25 @@
 # Runs csi-sanity against a driver started here, and ends with one line
 # "csi-sanity: N passed, N failed". Extra arguments go to csi-sanity (e.g. --ginkgo.focus).
 #   SANITY_TARGET=node   the driver in node mode on this host's real iscsiadm (identity checks only)
-#   SANITY_TARGET=sim    the driver on the simulated host (`npm run sim`), controller + node
+#   SANITY_TARGET=sim    the driver on the simulated host (`npm run sim`), controller + node; its tgt pool
+#                        is an xfs made with reflinks (-m reflink=1) on a loop device this script makes,
+#                        so the snapshot and clone specs run on FICLONE copies as in production
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SANITY_BIN=${CSI_SANITY:-$(command -v csi-sanity || echo "$(go env GOPATH)/bin/csi-sanity")}
 TARGET=${SANITY_TARGET:-node}
 READY_TIMEOUT_S=60
+# sparse: the pool's volumes are 32 MiB each and reflinked snapshots share their blocks
+POOL_FS_SIZE=${SANITY_POOL_SIZE:-2G}
+CMD_TIMEOUT=(timeout -k 5 60)
 work=$(mktemp -d /tmp/csi-sanity.XXXXXX)
 sock="$work/csi.sock"
 log="$work/driver.log"
 out="$work/sanity.out"
 pid=""
+pool_dev=""
+pool_mnt=""
 
 cleanup() {
   if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
@@ -21,13 +28,30 @@ cleanup() {
     for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null || true
   fi
-  rm -rf "$work"
+  if [ -n "$pool_mnt" ] && mountpoint -q "$pool_mnt"; then
+    "${CMD_TIMEOUT[@]}" umount "$pool_mnt" || "${CMD_TIMEOUT[@]}" umount -l "$pool_mnt" || true
+  fi
+  if [ -n "$pool_dev" ]; then "${CMD_TIMEOUT[@]}" losetup -d "$pool_dev" || true; fi
+  # never remove files through a pool that is still mounted
+  if [ -z "$pool_mnt" ] || ! mountpoint -q "$pool_mnt"; then rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
+# the tgt pool on its own xfs with reflinks, on a real loop device
+make_reflink_pool() {
+  truncate -s "$POOL_FS_SIZE" "$work/pool.img"
+  pool_dev=$("${CMD_TIMEOUT[@]}" losetup --find --show "$work/pool.img")
+  "${CMD_TIMEOUT[@]}" mkfs.xfs -q -f -m reflink=1 "$pool_dev"
+  pool_mnt="$work/pool-fs"
+  mkdir -p "$pool_mnt"
+  "${CMD_TIMEOUT[@]}" mount "$pool_dev" "$pool_mnt"
+}
+
 case "$TARGET" in
   node) node dist/src/cli.js --mode node --endpoint "unix://$sock" --log-level warn >"$log" 2>&1 & pid=$! ;;
-  sim)  node dist/test/sim/main.js --endpoint "unix://$sock" --log-level warn >"$work/sim.json" 2>"$log" & pid=$! ;;
+  sim)
+    make_reflink_pool
+    node dist/test/sim/main.js --endpoint "unix://$sock" --pool-dir "$pool_mnt/pool" --log-level warn >"$work/sim.json" 2>"$log" & pid=$! ;;
   *) echo "unknown SANITY_TARGET $TARGET" >&2; exit 2 ;;
 esac
 

@@ -1,15 +1,16 @@
-// `npm run sim -- --endpoint unix:///abs.sock [--multipath] [--state-dir DIR] [--log-level L]`:
+// `npm run sim -- --endpoint unix:///abs.sock [--multipath] [--state-dir DIR] [--pool-dir DIR] [--log-level L]`:
 // a private tgtd on 127.0.0.1, a simulated iSCSI host around it, and the driver (node + controller)
 // running in this process against both. Prints exactly one JSON line on stdout once serving:
 //   {"endpoint":"unix:///…","portal":"127.0.0.1:PORT","tgtControlPort":N,"root":"R"}
-// All logs go to stderr. SIGTERM/SIGINT: stop the driver, log out every simulated session, unmount
+// --pool-dir puts the tgt backend's backing files (and snapshots) there, e.g. on a reflink filesystem
+// (scripts/csi-sanity.sh mounts an xfs made with -m reflink=1); default: <root>/pool. All logs go to stderr. SIGTERM/SIGINT: stop the driver, log out every simulated session, unmount
 // what is mounted under the root, detach the loop devices, stop tgtd, remove the root, exit 0.
 import { join } from 'node:path';
 import { buildConfig, defaultConfig, type LogLevel } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import { SimulatedHost } from './host.js';
 
-interface Flags { endpoint?: string; multipath: boolean; stateDir?: string; logLevel: LogLevel }
+interface Flags { endpoint?: string; multipath: boolean; stateDir?: string; poolDir?: string; logLevel: LogLevel }
 
 function parseFlags(argv: string[]): Flags {
   const flags: Flags = { multipath: false, logLevel: 'info' };
@@ -24,8 +25,9 @@ function parseFlags(argv: string[]): Flags {
       case '--endpoint': flags.endpoint = value(); break;
       case '--multipath': flags.multipath = true; break;
       case '--state-dir': flags.stateDir = value(); break;
+      case '--pool-dir': flags.poolDir = value(); break;
       case '--log-level': flags.logLevel = value() as LogLevel; break;
-      default: throw new Error(`unknown flag ${name} (usage: --endpoint unix:///abs.sock [--multipath] [--state-dir DIR] [--log-level LEVEL])`);
+      default: throw new Error(`unknown flag ${name} (usage: --endpoint unix:///abs.sock [--multipath] [--state-dir DIR] [--pool-dir DIR] [--log-level LEVEL])`);
     }
   }
   if (!flags.endpoint) throw new Error('--endpoint unix:///abs/path.sock is required');
@@ -79,7 +81,7 @@ async function main(): Promise<void> {
       controller: {
         ...base.controller,
         backend: 'tgt',
-        tgt: { ...base.controller.tgt, controlPort: host.tgtd.controlPort, portals: [host.tgtd.portal], poolDir: join(host.root, 'pool') },
+        tgt: { ...base.controller.tgt, controlPort: host.tgtd.controlPort, portals: [host.tgtd.portal], poolDir: flags.poolDir ?? join(host.root, 'pool') },
       },
     });
     const { startDriver } = await import('../../src/driver.js');
