@@ -10,6 +10,8 @@ import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { buildConfig, DEFAULT_DRIVER_NAME, socketPathOf, type CommandName, type Config } from '../../src/config.js';
 import { tgtChapFromSecrets as chapFromSecrets } from '../../src/controller/tgt/accounts.js';
 import { TgtBackend } from '../../src/controller/tgt/backend.js';
+import { volumeIdFor } from '../../src/controller/names.js';
+import { snapshotHandlers } from '../../src/controller/snapshots.js';
 import { createLogger } from '../../src/log.js';
 import { CONTEXT_KEYS, parseTargetSpec } from '../../src/contract/volume-context.js';
 import { SESSION_CHAP_KEYS } from '../../src/contract/chap.js';
@@ -398,6 +400,19 @@ describe('StorageClasses and volumes', () => {
       const source = claims.find((x) => x.metadata.name === snap!.spec.source.persistentVolumeClaimName)!;
       expect(c.spec.volumeMode, c.metadata.name).toBe(source.spec.volumeMode);
     }
+  });
+
+  it('the driver\'s CreateSnapshot takes each VolumeSnapshotClass\'s parameters with the snapshotter\'s --extra-create-metadata keys', async () => {
+    const create = snapshotHandlers(tgtBackend()).CreateSnapshot as (req: unknown) => Promise<unknown>;
+    const missing = volumeIdFor('tgt', 'no-such-volume');
+    const attempt = (parameters: Record<string, string>) => create({ name: 'snapshot-1', source_volume_id: missing, parameters, secrets: {} });
+    const metadata = { 'csi.storage.k8s.io/volumesnapshot/name': 's', 'csi.storage.k8s.io/volumesnapshot/namespace': 'default', 'csi.storage.k8s.io/volumesnapshotcontent/name': 'snapcontent-1' };
+    for (const c of objects('VolumeSnapshotClass')) {
+      // past the parameter check: the (absent) source volume is what it refuses
+      await expect(attempt({ ...(c.parameters ?? {}), ...metadata }), c.metadata.name).rejects.toThrow(/source volume .* does not exist/);
+    }
+    // the check is real: a parameter the driver does not know is refused before that
+    await expect(attempt({ ...metadata, snapshotMode: 'reflink' })).rejects.toThrow(/unknown VolumeSnapshotClass parameter/);
   });
 
   it('kustomization.yaml applies only kinds every cluster has: the snapshot kinds need the CRDs of a cluster add-on', () => {
