@@ -231,6 +231,59 @@ describe('snapshots on a pool with reflinks (xfs -m reflink=1)', () => {
   });
 });
 
+describe('a crash while a restored volume is being filled', () => {
+  let sd: SimDriver;
+  let poolFs: PoolFs;
+  let poolDir: string;
+  beforeAll(async () => { ({ sd, poolFs, poolDir } = await withDriver('xfs-reflink')); });
+  afterAll(async () => { await sd?.stop(); await poolFs?.destroy(); });
+
+  it('leaves a record that is not exported, whose partial file is removed at start, and that the retried CreateVolume completes', async () => {
+    const { volume: src } = await createVolume(sd, 'crash-src', 'block', { bytes: VOLUME_BYTES });
+    const a = await new Attached(sd, src, 'block', 'crash-src').attach();
+    await a.write('crash-mark', BEFORE_OFFSET);
+    await a.detach();
+    const { snapshot } = await createSnapshot(sd, 'crash-snap', src.volume_id);
+    const { volume: restored } = await createVolume(sd, 'crash-restored', 'block', { source: snapshotSource(snapshot.snapshot_id) });
+    const file = join(poolDir, `${restored.volume_id.slice(4)}.img`);
+
+    // what a controller killed mid-copy leaves: the record still pending, a partial file, no volume file
+    await sd.driver.stop();
+    const statePath = join(sd.stateDir, 'controller', 'tgt', 'volumes.json');
+    const doc = JSON.parse(readFileSync(statePath, 'utf8')) as { volumes: Record<string, Record<string, unknown>> };
+    doc.volumes[restored.volume_id]!.contentPending = true;
+    doc.volumes[restored.volume_id]!.exportedBytes = 0;
+    writeFileSync(statePath, JSON.stringify(doc));
+    await run('rm', ['-f', file], { timeout: 10_000 });
+    writeFileSync(`${file}.partial`, 'half a copy');
+    await sd.host.tgtd.tgtadm(['--op', 'delete', '--mode', 'target', '--tid', (await tidOf(sd, restored.volume_context.iqn!)).toString(), '--force']);
+    await sd.restart();
+
+    expect(existsSync(`${file}.partial`)).toBe(false);
+    // the reconcile at start exported the other volumes and left this one alone
+    const listed = await sd.client.call<{ entries: { volume: Vol; status: { volume_condition: { abnormal: boolean; message: string } } }[] }>('Controller', 'ListVolumes', {});
+    const entry = listed.entries.find((e) => e.volume.volume_id === restored.volume_id)!;
+    expect(entry.status.volume_condition).toMatchObject({ abnormal: true, message: expect.stringMatching(/still being copied/) });
+    expect(await codeOf(sd.client.call('Controller', 'ControllerPublishVolume', { volume_id: restored.volume_id, node_id: sd.cfg.nodeId, volume_capability: capOf('block'), readonly: false, volume_context: restored.volume_context }))).toBe(status.FAILED_PRECONDITION);
+
+    // the provisioner retries CreateVolume: the copy is made again and the volume exported
+    await createVolume(sd, 'crash-restored', 'block', { source: snapshotSource(snapshot.snapshot_id) });
+    const b = await new Attached(sd, restored, 'block', 'crash-restored').attach();
+    expect(b.read('crash-mark', BEFORE_OFFSET)).toBe('crash-mark');
+    await b.detach();
+    for (const v of [restored, src]) await deleteVolume(sd, v.volume_id);
+    await deleteSnapshot(sd, snapshot.snapshot_id);
+    expect(readdirSync(poolDir)).toEqual([]);
+  });
+});
+
+async function tidOf(sd: SimDriver, iqn: string): Promise<number> {
+  const out = await sd.host.tgtd.tgtadm(['--op', 'show', '--mode', 'target']);
+  const m = new RegExp(`^Target (\\d+): ${iqn.replace(/[.]/g, '\\.')}$`, 'm').exec(out);
+  if (!m) throw new Error(`target ${iqn} is not in tgtd`);
+  return Number(m[1]);
+}
+
 describe('snapshots on a pool without reflinks (ext4): the byte copy', () => {
   let sd: SimDriver;
   let poolFs: PoolFs;

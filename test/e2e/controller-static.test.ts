@@ -91,6 +91,17 @@ afterAll(async () => {
 });
 
 describe('static controller', () => {
+  it('advertises no snapshots or clones: CreateSnapshot is UNIMPLEMENTED, a content source INVALID_ARGUMENT', async () => {
+    const svc = await newService();
+    const caps = await call<{ capabilities: { rpc: { type: string } }[] }>(svc, 'ControllerGetCapabilities', {});
+    expect(caps.capabilities.map((c) => c.rpc.type)).not.toEqual(expect.arrayContaining(['CREATE_DELETE_SNAPSHOT']));
+    expect(caps.capabilities.map((c) => c.rpc.type).filter((t) => /SNAPSHOT|CLONE/.test(t))).toEqual([]);
+    expect(await codeOf(call(svc, 'CreateSnapshot', { name: 's', source_volume_id: 'static:0123456789abcdef0123456789abcdef' }))).toBe(status.UNIMPLEMENTED);
+    expect(await codeOf(call(svc, 'ListSnapshots', {}))).toBe(status.UNIMPLEMENTED);
+    expect(await codeOf(call(svc, 'CreateVolume', { name: 'pvc-clone', capacity_range: null, volume_capabilities: [mountCap], parameters: {}, secrets: {}, volume_content_source: { type: 'volume', volume: { volume_id: 'static:0123456789abcdef0123456789abcdef' } } }))).toBe(status.INVALID_ARGUMENT);
+    await svc.stop();
+  });
+
   it('claims the smallest free LUN that fits, releases it, and persists claims', async () => {
     const svc = await newService();
     expect(await svc.checkBackend()).toBeNull();

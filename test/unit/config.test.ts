@@ -65,6 +65,8 @@ describe('config', () => {
     ['node: {healing: {intervalMs: 5}}', 'node.healing.intervalMs must be an integer of at least 100'],
     ['node: {healing: {orphanGraceMs: -1}}', 'node.healing.orphanGraceMs must be a non-negative integer'],
     ['node: {healing: {enabled: "no"}}', 'node.healing.enabled must be a boolean'],
+    ['controller: {tgt: {copyTimeoutMs: 0}}', 'controller.tgt.copyTimeoutMs must be a positive integer'],
+    ['controller: {tgt: {copyTimeoutMs: 1.5}}', 'controller.tgt.copyTimeoutMs must be a positive integer'],
   ])('rejects %s with a message naming the key', (yaml, message) => {
     expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(ConfigError);
     expect(() => buildConfig(loadConfigFile(file('bad.yaml', yaml)))).toThrow(message);
@@ -74,6 +76,11 @@ describe('config', () => {
     expect(buildConfig(undefined).node.healing).toEqual({ enabled: true, intervalMs: 30_000, orphanGraceMs: 300_000, reapOrphans: true });
     const off = buildConfig(loadConfigFile(file('heal.yaml', 'node: {healing: {enabled: false, reapOrphans: false}}')));
     expect(off.node.healing).toMatchObject({ enabled: false, reapOrphans: false, intervalMs: 30_000 });
+  });
+
+  it('bounds a byte copy of a backing file (snapshots on a pool without reflinks) at 10 min by default', () => {
+    expect(buildConfig(undefined).controller.tgt.copyTimeoutMs).toBe(600_000);
+    expect(buildConfig(loadConfigFile(file('copy.yaml', 'controller: {tgt: {copyTimeoutMs: 60000}}'))).controller.tgt.copyTimeoutMs).toBe(60_000);
   });
 
   it('says where a broken file is', () => {

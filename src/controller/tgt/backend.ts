@@ -129,6 +129,7 @@ export class TgtBackend implements VolumeBackend {
   }
 
   async stop(): Promise<void> {
+    this.snapshots.cancelCopies();
     if (this.#timer) clearInterval(this.#timer);
     this.#timer = undefined;
     await this.#reconciling?.catch(() => undefined);

@@ -4,7 +4,7 @@
 // for files nothing writes to meanwhile (see snapshot-rules.ts).
 import { constants as fsConstants } from 'node:fs';
 import { copyFile, open, unlink } from 'node:fs/promises';
-import { DeadlineExceeded, errnoCode, Internal } from '../../errors.js';
+import { Aborted, DeadlineExceeded, errnoCode, Internal } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import { formatBytes } from '../capacity.js';
 
@@ -76,7 +76,7 @@ export async function sparseCopyFile(src: string, dst: string, opts: SparseCopyO
     let dataBytes = 0;
     let nextLog = started + PROGRESS_LOG_INTERVAL_MS;
     while (offset < bytes) {
-      if (opts.signal?.aborted) throw new Internal(`copy of ${src} was cancelled at ${formatBytes(offset)} of ${formatBytes(bytes)}`);
+      if (opts.signal?.aborted) throw new Aborted(`copy of ${src} was cancelled at ${formatBytes(offset)} of ${formatBytes(bytes)}: the controller is stopping; retry`);
       const now = Date.now();
       if (now > deadline) {
         throw new DeadlineExceeded(`copy of ${src} did not finish within ${opts.timeoutMs} ms (${formatBytes(offset)} of ${formatBytes(bytes)} done); put the pool on a filesystem with reflinks (xfs made with -m reflink=1, or btrfs) for instant snapshots, or raise controller.tgt.copyTimeoutMs`);

@@ -6,10 +6,11 @@
 // snapshot file, both removed at start (sweep). Locks: snap:<id> around a snapshot's verbs, vol:<id>
 // around reading a source volume (a publish of it waits until the copy is done).
 import type { KeyedMutex } from '../../common/keyed-mutex.js';
-import { AlreadyExists, FailedPrecondition, Internal, NotFound } from '../../errors.js';
+import { stat } from 'node:fs/promises';
+import { AlreadyExists, FailedPrecondition, Internal, NotFound, ResourceExhausted } from '../../errors.js';
 import type { Logger } from '../../log.js';
 import type { SnapshotRecord, SnapshotSupport } from '../backend.js';
-import { backingBytes } from '../capacity.js';
+import { backingBytes, formatBytes } from '../capacity.js';
 import { snapshotIdFor } from '../names.js';
 import { reflinkFile, removeIfExists, sparseCopyFile, type CopyMethod } from './file-copy.js';
 import type { Pool } from './pool.js';
@@ -30,8 +31,20 @@ export interface TgtSnapshotsDeps {
   load: () => Promise<void>;
 }
 
+/** st_blocks counts 512-byte units whatever the filesystem's block size. */
+const STAT_BLOCK_BYTES = 512;
+
 export class TgtSnapshots implements SnapshotSupport {
+  /** aborted by cancelCopies(): byte copies in flight stop and remove their partial files */
+  #copies = new AbortController();
+
   constructor(private readonly deps: TgtSnapshotsDeps) {}
+
+  /** Stops every byte copy in flight (the controller is stopping); later copies run normally. */
+  cancelCopies(): void {
+    this.#copies.abort();
+    this.#copies = new AbortController();
+  }
 
   getSnapshot(id: string): SnapshotRecord | undefined {
     const snap = this.deps.state.snapshot(id);
@@ -108,7 +121,7 @@ export class TgtSnapshots implements SnapshotSupport {
         if (!snap) throw new NotFound(`snapshot ${source.id} does not exist`);
         // nothing writes to a snapshot's file: any copy of it is point-in-time
         if (await reflinkFile(snap.file, partial)) return 'reflink';
-        await sparseCopyFile(snap.file, partial, { timeoutMs: this.deps.copyTimeoutMs, logger: logger.child({ volumeId: vol.id }) });
+        await this.#byteCopy(snap.file, partial, logger.child({ volumeId: vol.id }));
         return 'copy';
       });
     } else {
@@ -147,8 +160,16 @@ export class TgtSnapshots implements SnapshotSupport {
     const refusal = byteCopyRefusal({ volumeId: src.id, poolDir: pool.dir, publishedTo: Object.keys(src.published), loggedIn: loggedIn(live) });
     if (refusal) throw new FailedPrecondition(refusal);
     logger.info({ volumeId: src.id, file: src.file }, 'the pool cannot make reflinks; copying the unpublished volume\'s file (sparse)');
-    await sparseCopyFile(src.file, dst, { timeoutMs: this.deps.copyTimeoutMs, logger: logger.child({ volumeId: src.id }) });
+    await this.#byteCopy(src.file, dst, logger.child({ volumeId: src.id }));
     return 'copy';
+  }
+
+  /** A sparse byte copy, refused (RESOURCE_EXHAUSTED) when the pool cannot hold the source's allocated blocks. */
+  async #byteCopy(src: string, dst: string, logger: Logger): Promise<void> {
+    const allocated = (await stat(src)).blocks * STAT_BLOCK_BYTES;
+    const { free } = await this.deps.pool.space();
+    if (allocated > free) throw new ResourceExhausted(`pool ${this.deps.pool.dir} has ${formatBytes(free)} free; a copy of ${src} needs up to ${formatBytes(allocated)}`);
+    await sparseCopyFile(src, dst, { timeoutMs: this.deps.copyTimeoutMs, logger, signal: this.#copies.signal });
   }
 }
 
