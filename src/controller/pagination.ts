@@ -1,6 +1,7 @@
-// ListVolumes pagination. Volumes are listed in creation order (each gets a sequence number that only
-// grows), and a token is "everything after sequence number N". Deleting volumes between pages never
-// shifts the next page, and a volume created between pages appears on a later page.
+// ListVolumes and ListSnapshots pagination. Volumes and snapshots are listed in creation order (each
+// gets a sequence number that only grows), and a token is "everything after sequence number N".
+// Deleting items between pages never shifts the next page, and one created between pages appears on a
+// later page.
 import { Aborted, InvalidArgument } from '../errors.js';
 
 const TOKEN_RE = /^v1-([0-9a-z]{1,11})$/;
@@ -14,7 +15,7 @@ export function decodeToken(token: string): number {
   if (!token) return 0;
   const m = TOKEN_RE.exec(token);
   const seq = m ? parseInt(m[1]!, 36) : NaN;
-  if (!Number.isSafeInteger(seq)) throw new Aborted(`starting_token ${JSON.stringify(token.slice(0, 64))} was not issued by ListVolumes; start again without a token`);
+  if (!Number.isSafeInteger(seq)) throw new Aborted(`starting_token ${JSON.stringify(token.slice(0, 64))} was not issued by this driver (ListVolumes, ListSnapshots); start again without a token`);
   return seq;
 }
 
