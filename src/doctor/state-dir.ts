@@ -33,6 +33,19 @@ async function existingAncestor(path: string): Promise<string> {
 }
 
 /**
+ * A directory that does not exist: ok when the driver can create it at start (`denied` undefined), else
+ * why not (`denied`: access(2)'s errno on the nearest existing ancestor) and what to do. On a read-only
+ * filesystem (the real kernel answers EROFS, root or not) nobody can create it there: another path.
+ */
+export function missingDirCheck(name: string, dir: string, key: string, purpose: string, parent: string, denied: string | undefined): Check {
+  if (denied === undefined) return ok(name, `${dir} does not exist yet; the driver creates it at start (${parent} is writable)`);
+  const fix = denied === 'EROFS'
+    ? `set ${key} to a path on a writable filesystem (${purpose}); ${dir} cannot be created on a read-only one`
+    : `create ${dir} for the driver, or set ${key} (${purpose})`;
+  return fail(name, `${dir} does not exist and ${parent} is not writable: ${WHY[denied] ?? denied}`, fix);
+}
+
+/**
  * A writable directory, or one that does not exist yet under a writable parent (the driver creates it at
  * start). `what` names it in messages, `key` is its config key.
  */
@@ -41,9 +54,8 @@ export async function checkWritableDir(name: string, dir: string, key: string, p
   if (s instanceof Error) {
     if (errnoCode(s) !== 'ENOENT') return fail(name, `cannot stat ${dir}: ${errnoCode(s) ?? s.message}`, `fix the permissions on ${dir} or set ${key}`);
     const parent = await existingAncestor(dir);
-    const writable = await access(parent, constants.W_OK).then(() => true, () => false);
-    if (writable) return ok(name, `${dir} does not exist yet; the driver creates it at start (${parent} is writable)`);
-    return fail(name, `${dir} does not exist and ${parent} is not writable`, `create ${dir} for the driver, or set ${key} (${purpose})`);
+    const denied = await access(parent, constants.W_OK).then(() => undefined, (e: unknown) => errnoCode(e) ?? (e as Error).message);
+    return missingDirCheck(name, dir, key, purpose, parent, denied);
   }
   if (!s.isDirectory()) return fail(name, `${dir} is not a directory`, `set ${key} to a directory (${purpose})`);
   if (!probe) {

@@ -15,7 +15,7 @@ import { ISCSID_SOCKET, listensAt, parseIscsiadmVersion } from '../../src/doctor
 import { describePropagation, mountContaining, propagationOf } from '../../src/doctor/kubelet.js';
 import { multipathAdvice, parseMultipathDefaults } from '../../src/doctor/multipath.js';
 import { renderJson, renderTable, wrap } from '../../src/doctor/render.js';
-import { checkStateDir } from '../../src/doctor/state-dir.js';
+import { checkStateDir, missingDirCheck } from '../../src/doctor/state-dir.js';
 import { parseMountInfo } from '../../src/node-host/mounts.js';
 
 /** `multipath -t` on Debian 12 without /etc/multipath.conf (multipath-tools 0.9.4-3+deb12u2): the whole
@@ -281,6 +281,26 @@ describe('state dir probe', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('a directory that does not exist', () => {
+  const check = (denied: string | undefined) => missingDirCheck('tgt pool dir', '/ro/pool', 'controller.tgt.poolDir', "the volumes' backing files", '/ro', denied);
+
+  it('is ok when its parent is writable: the driver creates it', () => {
+    expect(check(undefined)).toEqual({ name: 'tgt pool dir', status: 'ok', detail: '/ro/pool does not exist yet; the driver creates it at start (/ro is writable)' });
+  });
+
+  it('under a parent on a read-only filesystem (the guest kernel\'s EROFS for root too) names that, and asks for another path, not to create it', () => {
+    expect(check('EROFS')).toEqual({
+      name: 'tgt pool dir', status: 'fail',
+      detail: '/ro/pool does not exist and /ro is not writable: it is on a read-only filesystem',
+      fix: "set controller.tgt.poolDir to a path on a writable filesystem (the volumes' backing files); /ro/pool cannot be created on a read-only one",
+    });
+  });
+
+  it('under a parent the driver may not write asks to create it', () => {
+    expect(check('EACCES')).toMatchObject({ status: 'fail', detail: "/ro/pool does not exist and /ro is not writable: the driver's user may not write there", fix: "create /ro/pool for the driver, or set controller.tgt.poolDir (the volumes' backing files)" });
   });
 });
 
