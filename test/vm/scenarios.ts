@@ -6,6 +6,7 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { appendFileSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readSync, readdirSync, realpathSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { basename, join } from 'node:path';
+import { CHECK } from '../../src/doctor/check.js';
 import { CsiClient } from '../helpers/client.js';
 import { blockCapability, mountCapability } from '../helpers/sim-driver.js';
 
@@ -922,6 +923,247 @@ const stopMultipathd: Scenario = {
   },
 };
 
+// ---- iscsi-csi doctor on the real kernel ---------------------------------------------------------
+
+interface DoctorJson {
+  mode: string;
+  checks: { name: string; status: 'ok' | 'warn' | 'fail'; detail: string; fix: string | null }[];
+  summary: { ok: number; warn: number; fail: number };
+  notes: string[];
+}
+
+/** The doctor as an operator runs it on a node: the built CLI, the driver's config file, --json; its output kept in the work dir. */
+async function runDoctorCli(config: string, saveAs: string): Promise<{ code: number; doc: DoctorJson; seconds: number; byName: Record<string, DoctorJson['checks'][number]> }> {
+  const t0 = performance.now();
+  const r = await sh([process.execPath, join(APP, 'dist/src/cli.js'), 'doctor', '--json', '--mode', 'all', '--config', config], 120_000);
+  const seconds = (performance.now() - t0) / 1000;
+  writeFileSync(join(WORK, saveAs), `${r.stdout}${r.stderr ? `--- stderr ---\n${r.stderr}` : ''}--- exit ${r.code} after ${seconds.toFixed(1)} s\n`);
+  check(r.stderr.trim() === '', `the doctor wrote to stderr (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
+  let doc: DoctorJson;
+  try {
+    doc = JSON.parse(r.stdout) as DoctorJson;
+  } catch {
+    throw new Error(`the doctor printed no JSON (exit ${r.code}): ${r.stdout.slice(0, 300)}`);
+  }
+  for (const c of doc.checks) {
+    if (c.status === 'ok') check(c.fix === null, `${c.name} is ok with a fix: ${c.fix}`);
+    else check(typeof c.fix === 'string' && c.fix.length > 10, `${c.name} is ${c.status} without a fix: ${c.detail}`);
+  }
+  return { code: r.code, doc, seconds, byName: Object.fromEntries(doc.checks.map((c) => [c.name, c])) };
+}
+
+function statusesOf(doc: DoctorJson): Record<string, string> {
+  return Object.fromEntries(doc.checks.map((c) => [c.name, c.status]));
+}
+
+function expectStatuses(doc: DoctorJson, want: Record<string, string>, when: string): void {
+  const got = statusesOf(doc);
+  check(JSON.stringify(got) === JSON.stringify(want), `${when}: statuses ${JSON.stringify(got)}, expected ${JSON.stringify(want)}; ${doc.checks.filter((c) => c.status !== want[c.name]).map((c) => `${c.name}: ${c.detail}`).join(' | ')}`);
+}
+
+/**
+ * The node plugin's start-up checks in driver.log since `since`: the info summary after that start's
+ * "serving" line and the warn line of each check that is not ok (by check name).
+ */
+async function startupChecks(since: number): Promise<{ summary: string; warned: Record<string, Record<string, unknown>> }> {
+  let lines: Record<string, unknown>[] = [];
+  const isSummary = (l: Record<string, unknown>) => l.component === 'doctor' && /^node checks: /.test(String(l.msg));
+  const logged = await until(60_000, () => (lines = driverLogLines().filter((l) => Date.parse(String(l.time)) >= since)).some(isSummary));
+  check(logged, 'the node plugin logged no "node checks:" summary within 60 s of its start');
+  const serving = lines.findIndex((l) => l.msg === 'serving');
+  const at = lines.findIndex(isSummary);
+  check(serving >= 0 && at > serving, `the start-up checks were not logged after "serving" (serving at ${serving}, summary at ${at})`);
+  check(lines[at]!.level === 'info', `the summary is at level ${String(lines[at]!.level)}`);
+  const warned: Record<string, Record<string, unknown>> = {};
+  for (const l of lines.slice(serving)) {
+    if (l.component !== 'doctor' || l.level !== 'warn' || typeof l.check !== 'string') continue;
+    check(typeof l.fix === 'string' && l.fix.length > 10 && l.msg === `node check ${l.check}: ${String(l.status)}`, `a start-up warn line without its fix: ${JSON.stringify(l)}`);
+    warned[l.check] = l;
+  }
+  return { summary: String(lines[at]!.msg).replace(/ \(.*$/, ''), warned };
+}
+
+/** Starts a daemon that forks into the background (its first process exits), its output appended to `log`. */
+function startDaemon(argv: string[], log: string): Promise<number> {
+  const out = openSync(log, 'a');
+  const p = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', out, out] });
+  closeSync(out);
+  return new Promise((resolve) => {
+    p.once('error', () => resolve(127));
+    p.once('exit', (code) => resolve(code ?? 1));
+  });
+}
+
+const running = async (name: string) => (await sh(['pgrep', '-x', name])).code === 0;
+const ISCSID_CONTROL = '@ISCSIADM_ABSTRACT_NAMESPACE';
+const iscsidListens = () => readFileSync('/proc/net/unix', 'utf8').split('\n').some((l) => l.trimEnd().endsWith(` ${ISCSID_CONTROL}`));
+
+async function stopIscsid(): Promise<void> {
+  await sh(['pkill', '-x', 'iscsid']);
+  check(await until(10_000, async () => !(await running('iscsid')) && !iscsidListens()), 'iscsid still runs 10 s after SIGTERM');
+}
+
+async function startIscsid(): Promise<void> {
+  if (!(await running('iscsid'))) await must(['iscsid']);
+  check(await until(10_000, iscsidListens), `iscsid does not listen on ${ISCSID_CONTROL} 10 s after its start`);
+}
+
+async function stopMultipathdNow(): Promise<void> {
+  await sh(['multipathd', 'shutdown']);
+  check(await until(10_000, async () => !(await running('multipathd'))), 'multipathd still runs 10 s after shutdown');
+}
+
+async function startMultipathd(): Promise<void> {
+  if (!(await running('multipathd'))) await must(['multipathd']);
+  check(await until(10_000, async () => (await sh(['multipathd', 'show', 'status'])).code === 0), 'multipathd does not answer 10 s after its start');
+}
+
+const tgtShow = async (mode: 'target' | 'portal') => (await must(['tgtadm', '--lld', 'iscsi', '--op', 'show', '--mode', mode])).split('\n')
+  .map((l) => (mode === 'target' ? /^Target \d+: (\S+)/ : /^Portal: (\S+)/).exec(l)?.[1]).filter((x): x is string => !!x).sort();
+
+/** As tgt.service stops it (`tgtadm --op delete --mode system`); tgtd refuses that while it has targets: then it is killed, as in a crash. */
+async function stopTgtd(): Promise<string> {
+  const r = await sh(['tgtadm', '--op', 'delete', '--mode', 'system']);
+  let how = 'tgtadm --op delete --mode system';
+  if (r.code !== 0) {
+    await sh(['pkill', '-KILL', '-x', 'tgtd']);
+    how = `SIGKILL (delete --mode system refused: ${firstLineOf(r)})`;
+  }
+  check(await until(10_000, async () => !(await running('tgtd'))), `tgtd still runs 10 s after ${how}`);
+  return how;
+}
+
+/** tgtd as guest.sh starts it: portal A on the command line, portal B added at run time. */
+async function startTgtd(): Promise<void> {
+  if (await running('tgtd')) return;
+  await startDaemon(['tgtd', '--iscsi', `portal=${PORTAL_A}`], join(WORK, 'tgtd.log'));
+  check(await until(10_000, async () => (await sh(['tgtadm', '--op', 'show', '--mode', 'sys'])).code === 0), 'tgtd does not answer 10 s after its start');
+  await must(['tgtadm', '--op', 'new', '--mode', 'portal', '--param', `portal=${PORTAL_B}`]);
+}
+
+function firstLineOf(r: Cmd): string {
+  return (r.stderr.trim() || r.stdout.trim()).split('\n')[0] ?? '';
+}
+
+const KUBELET_DEFAULT = '/var/lib/kubelet';
+
+/** multipathd's find_multipaths as `multipathd show config` prints it for this multipath.conf ("yes" is "on"); none set: strict. */
+function findMultipathsOf(conf: string): string {
+  const v = /^\s*find_multipaths\s+"?(\w+)"?/m.exec(conf)?.[1] ?? 'strict';
+  return ({ yes: 'on', no: 'off' } as Record<string, string>)[v] ?? v;
+}
+
+const doctorScenario: Scenario = {
+  name: 'doctor on the real kernel: iscsid, multipathd and tgtd stopped and read-only state and pool dirs each reported with their fix (exit 1), the start-up log too; all back: every check ok (exit 0)',
+  async run(d) {
+    const dir = join(BASE, 'doctor');
+    const readOnly = join(dir, 'read-only');
+    mkdirSync(readOnly, { recursive: true });
+    const driverConfig = join(BASE, 'driver.json');
+    // the guest as the scenario found it, to put back
+    const multipathdWas = await running('multipathd');
+    const confWas = existsSync(MULTIPATH_CONF) ? readFileSync(MULTIPATH_CONF, 'utf8') : undefined;
+    const kubeletWas = existsSync(KUBELET_DEFAULT);
+    const [targetsWere, portalsWere] = [await tgtShow('target'), await tgtShow('portal')];
+    const mounted: string[] = [];
+    const times: string[] = [];
+    const timed = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
+      const t0 = performance.now();
+      const v = await fn();
+      times.push(`${what} ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+      return v;
+    };
+    try {
+      // kubelet's dir on a shared mount, as on a node booted by systemd (the guest's init leaves mounts private)
+      mkdirSync(KUBELET_DEFAULT, { recursive: true });
+      await must(['mount', '-t', 'tmpfs', '-o', 'size=1m', 'doctor-kubelet', KUBELET_DEFAULT]);
+      mounted.push(KUBELET_DEFAULT);
+      await must(['mount', '--make-shared', KUBELET_DEFAULT]);
+      await must(['mount', '-t', 'tmpfs', '-o', 'ro,size=1m', 'doctor-read-only', readOnly]);
+      mounted.push(readOnly);
+      if (!multipathdWas && confWas === undefined) writeFileSync(MULTIPATH_CONF, 'defaults {\n    user_friendly_names yes\n    find_multipaths yes\n}\n');
+      const conf = readFileSync(MULTIPATH_CONF, 'utf8');
+
+      // broken, the real way: iscsid killed, multipathd shut down; the node plugin started on that host
+      await stopIscsid();
+      if (multipathdWas) await stopMultipathdNow();
+      let since = Date.now();
+      await timed('driver restart', () => d.restart());
+      const broken = await startupChecks(since);
+      check(JSON.stringify(Object.keys(broken.warned).sort()) === JSON.stringify([CHECK.iscsid, CHECK.multipathd].sort()), `start-up warn lines for ${Object.keys(broken.warned).join(', ')}: ${JSON.stringify(broken.warned)}`);
+      check(broken.warned[CHECK.iscsid]!.status === 'fail' && broken.warned[CHECK.multipathd]!.status === 'warn', `start-up statuses: iscsid ${String(broken.warned[CHECK.iscsid]!.status)}, multipathd ${String(broken.warned[CHECK.multipathd]!.status)}`);
+      check(broken.summary === 'node checks: 5 ok, 1 warn, 1 fail', `start-up summary: ${broken.summary}`);
+      // and tgtd stopped; the state dir and the pool dir on a read-only filesystem (the pool dir not there yet)
+      const tgtdStop = await stopTgtd();
+      const brokenConfig = join(dir, 'broken.json');
+      const cfg = JSON.parse(readFileSync(driverConfig, 'utf8')) as { controller: { tgt: Record<string, unknown> } };
+      writeFileSync(brokenConfig, JSON.stringify({ ...cfg, stateDir: readOnly, controller: { ...cfg.controller, tgt: { ...cfg.controller.tgt, poolDir: join(readOnly, 'pool') } } }, null, 2));
+      const b = await timed('doctor (broken)', () => runDoctorCli(brokenConfig, 'doctor-broken.json'));
+      expectStatuses(b.doc, {
+        [CHECK.iscsiadm]: 'ok', [CHECK.iscsid]: 'fail', [CHECK.initiatorName]: 'ok', [CHECK.iscsiTcp]: 'ok', [CHECK.multipathd]: 'warn',
+        [CHECK.kubeletDir]: 'ok', [CHECK.stateDir]: 'fail', [CHECK.tgtd]: 'fail', [CHECK.tgtPool]: 'fail',
+      }, 'iscsid, multipathd and tgtd stopped, read-only dirs');
+      check(b.code === 1, `the doctor exited ${b.code} with checks failed`);
+      const c = b.byName;
+      check(c[CHECK.iscsid]!.detail.includes(`nothing listens on iscsid's control socket ${ISCSID_CONTROL} in /proc/self/net/unix`) && c[CHECK.iscsid]!.fix!.includes('iscsid'), `iscsid: ${c[CHECK.iscsid]!.detail} / ${c[CHECK.iscsid]!.fix}`);
+      check(/^not running \(multipathd show config exited 1/.test(c[CHECK.multipathd]!.detail) && c[CHECK.multipathd]!.fix!.includes('systemctl enable --now multipathd'), `multipathd: ${c[CHECK.multipathd]!.detail} / ${c[CHECK.multipathd]!.fix}`);
+      check(c[CHECK.stateDir]!.detail === `cannot write in ${readOnly}: it is on a read-only filesystem` && c[CHECK.stateDir]!.fix!.includes(`make ${readOnly} writable`), `state dir: ${c[CHECK.stateDir]!.detail} / ${c[CHECK.stateDir]!.fix}`);
+      check(c[CHECK.tgtPool]!.detail === `${join(readOnly, 'pool')} does not exist and ${readOnly} is not writable: it is on a read-only filesystem` && c[CHECK.tgtPool]!.fix!.startsWith('set controller.tgt.poolDir to a path on a writable filesystem'), `tgt pool dir: ${c[CHECK.tgtPool]!.detail} / ${c[CHECK.tgtPool]!.fix}`);
+      check(c[CHECK.tgtd]!.detail.startsWith('tgtd is not reachable through tgtadm -C 0: ') && c[CHECK.tgtd]!.fix!.includes('start tgtd'), `tgtd: ${c[CHECK.tgtd]!.detail} / ${c[CHECK.tgtd]!.fix}`);
+      // the module is loaded: this host has an initiator whose iscsid is down, not "no kernel initiator"
+      check(b.doc.notes.length === 0, `notes: ${b.doc.notes.join(' ')}`);
+
+      // all back as guest.sh started it; the node plugin started again on the healthy host
+      await startIscsid();
+      await startMultipathd();
+      await startTgtd();
+      // find_multipaths as the guest's multipath.conf sets it; multipath-tools' default strict would warn
+      const fm = findMultipathsOf(conf);
+      const multipathdWant = fm === 'strict' ? 'warn' : 'ok';
+      since = Date.now();
+      await timed('driver restart', () => d.restart());
+      const healthy = await startupChecks(since);
+      const startupWant = multipathdWant === 'ok' ? 'node checks: 7 ok, 0 warn, 0 fail' : 'node checks: 6 ok, 1 warn, 0 fail';
+      check(healthy.summary === startupWant && Object.keys(healthy.warned).every((n) => n === CHECK.multipathd), `start-up on the healthy host: ${healthy.summary}; ${JSON.stringify(healthy.warned)}`);
+      // the controller restored what tgtd had (nothing, unless a scenario before left targets)
+      check(await until(60_000, async () => JSON.stringify(await tgtShow('target')) === JSON.stringify(targetsWere)), `tgtd's targets ${JSON.stringify(await tgtShow('target'))}, before ${JSON.stringify(targetsWere)}`);
+      check(JSON.stringify(await tgtShow('portal')) === JSON.stringify(portalsWere), `tgtd's portals ${JSON.stringify(await tgtShow('portal'))}, before ${JSON.stringify(portalsWere)}`);
+      const h = await timed('doctor (healthy)', () => runDoctorCli(driverConfig, 'doctor-healthy.json'));
+      expectStatuses(h.doc, {
+        [CHECK.iscsiadm]: 'ok', [CHECK.iscsid]: 'ok', [CHECK.initiatorName]: 'ok', [CHECK.iscsiTcp]: 'ok', [CHECK.multipathd]: multipathdWant,
+        [CHECK.kubeletDir]: 'ok', [CHECK.stateDir]: 'ok', [CHECK.tgtd]: 'ok', [CHECK.tgtPool]: 'ok',
+      }, 'the guest as set up');
+      check(h.code === 0, `the doctor exited ${h.code} on the healthy guest`);
+      const k = h.byName;
+      const iscsiadmVersion = /version (\S+)/.exec(await must(['iscsiadm', '--version']))?.[1];
+      check(k[CHECK.iscsiadm]!.detail.startsWith(`iscsiadm version ${iscsiadmVersion} (host access: none`), `iscsiadm: ${k[CHECK.iscsiadm]!.detail}`);
+      check(k[CHECK.iscsid]!.detail.startsWith(`listening on ${ISCSID_CONTROL} (/proc/self/net/unix)`), `iscsid: ${k[CHECK.iscsid]!.detail}`);
+      check(k[CHECK.initiatorName]!.detail.startsWith(`${d.nodeId} (the node id)`), `initiator name: ${k[CHECK.initiatorName]!.detail}, node id ${d.nodeId}`);
+      check(k[CHECK.iscsiTcp]!.detail === 'loaded (/sys/module/iscsi_tcp)', `iscsi_tcp: ${k[CHECK.iscsiTcp]!.detail}`);
+      check(k[CHECK.multipathd]!.detail.startsWith(`running; find_multipaths ${fm} `) && k[CHECK.multipathd]!.detail.includes('user_friendly_names yes'), `multipathd (multipath.conf: find_multipaths ${fm}): ${k[CHECK.multipathd]!.detail}`);
+      check(/^\/var\/lib\/kubelet .*is on mount \S+, propagation shared:\d+: /.test(k[CHECK.kubeletDir]!.detail), `kubelet dir: ${k[CHECK.kubeletDir]!.detail}`);
+      check(k[CHECK.tgtd]!.detail === 'tgtd answers on control port 0: state ready, iscsi driver ready', `tgtd: ${k[CHECK.tgtd]!.detail}`);
+      check(readdirSync(STATE).every((n) => !n.startsWith('.doctor-probe-')), `a probe file is left in ${STATE}`);
+      const notOk = (doc: DoctorJson) => doc.checks.filter((x) => x.status !== 'ok').map((x) => `${x.name} ${x.status}`).join(', ');
+      return `broken (tgtd stopped by ${tgtdStop}): ${notOk(b.doc)}, exit 1; start-up log: ${Object.values(broken.warned).map((l) => `${String(l.check)} ${String(l.status)}`).join(', ')} (${broken.summary.slice(13)}); all back: start-up ${healthy.summary.slice(13)}, doctor ${h.doc.summary.ok} ok${multipathdWant === 'ok' ? '' : `, multipathd ${multipathdWant}`} (find_multipaths ${fm}), exit 0; ${times.join(', ')}`;
+    } finally {
+      // whatever failed: the daemons as guest.sh left them, multipathd as found, the mounts gone
+      await startIscsid().catch(() => undefined);
+      await startTgtd().catch(() => undefined);
+      if (multipathdWas) await startMultipathd().catch(() => undefined);
+      else if (await running('multipathd')) await stopMultipathdNow().catch(() => undefined);
+      if (confWas === undefined) rmSync(MULTIPATH_CONF, { force: true });
+      for (const m of mounted.reverse()) await sh(['umount', m]);
+      try {
+        if (!kubeletWas) rmSync(KUBELET_DEFAULT, { recursive: true, force: true });
+        rmSync(dir, { recursive: true, force: true });
+      } catch {
+        // still mounted (umount failed): left for the guest's end
+      }
+    }
+  },
+};
+
 function sanity(access: 'mount' | 'block'): Scenario {
   return {
     name: `csi-sanity v5.5.0, the whole suite, ${access} volumes (controller on the guest's tgtd, node on the real kernel)`,
@@ -963,6 +1205,7 @@ const SCENARIOS: Scenario[] = [
   storm('block', 32),
   multipath('yes', 'mount'),
   multipath('no', 'block'),
+  doctorScenario,
   stopMultipathd,
   sanity('mount'),
   sanity('block'),
