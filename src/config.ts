@@ -45,7 +45,7 @@ export interface TimeoutConfig {
   sessionResyncMs: number;    // how long a logout waits for a restarted iscsid to take over a session the kernel has
   shutdownGraceMs: number;    // in-flight calls get this long after SIGTERM
   probeCacheMs: number;       // Probe results are reused for this long
-  deviceReadMs: number;       // how long the read of a device's first and last MiB (before mkfs) may take
+  deviceReadMs: number;       // how long in-process I/O on a device may take: the read of its first and last MiB (before mkfs), the flush before its removal
   /** open-iscsi's lock.write older than this, that no live iscsiadm can hold, is removed (left by a killed
    *  iscsiadm); keep it below commands.iscsiadm.timeoutMs, or iscsiadm's own 30 s wait is killed first */
   iscsiLockStaleMs: number;

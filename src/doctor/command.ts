@@ -4,7 +4,7 @@
 import { parseArgs } from 'node:util';
 import { buildConfig, ConfigError, loadConfigFile, type Config } from '../config.js';
 import { createLogger } from '../log.js';
-import { ExecaRunner } from '../runner.js';
+import { ProcessRunner } from '../runner.js';
 import { exitCodeOf } from './check.js';
 import { DEFAULT_KUBELET_DIR } from './kubelet.js';
 import { renderJson, renderTable, DEFAULT_WIDTH } from './render.js';
@@ -75,7 +75,7 @@ export async function runDoctorCommand(argv: string[], out: Output = process.std
   }
   const mode = (values.mode ?? (MODES.includes(fileMode as DoctorMode) ? fileMode : 'node')) as DoctorMode;
   // the runner's own log lines (a command killed at its timeout) would garble the table: the checks say it
-  const runner = new ExecaRunner(cfg.commands, cfg.commandPrefix, createLogger('silent'));
+  const runner = new ProcessRunner(cfg.commands, cfg.commandPrefix, createLogger('silent'));
   const report = await runDoctor(cfg, runner, { mode, kubeletDir });
   out.write(values.json ? renderJson(report) : renderTable(report, out.columns ?? DEFAULT_WIDTH));
   return exitCodeOf(report.checks);

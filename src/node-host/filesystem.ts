@@ -81,6 +81,9 @@ export interface FilesystemConfig {
 }
 
 export class Filesystem {
+  /** in-process flushes past their deadline and not finished yet */
+  #stuckFlushes = 0;
+
   constructor(
     private readonly runner: CommandRunner,
     private readonly cfg: FilesystemConfig,
@@ -181,8 +184,36 @@ export class Filesystem {
     return Number(text);
   }
 
-  /** `blockdev --flushbufs <device>`: writes dirty buffers out before a device is removed. */
+  /**
+   * Writes the device's dirty buffers out (and the device's write cache: fsync on a block device sends
+   * a cache flush too, which BLKFLSBUF does not) before the device is removed. Done in this process
+   * (no process spawned per device of an unstage), given timeouts.deviceReadMs; a flush that does not
+   * finish by then fails, and while one is stuck in a kernel wait (it holds a thread-pool thread until
+   * the device answers) later flushes run `blockdev --flushbufs` in their own process instead, so dead
+   * devices never take the driver's thread pool.
+   */
   async flushBuffers(device: string): Promise<void> {
+    if (this.#stuckFlushes > 0) return this.flushInItsOwnProcess(device);
+    const timeoutMs = this.cfg.timeouts?.deviceReadMs ?? DEFAULT_DEVICE_READ_MS;
+    const flush = fsyncDevice(device);
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<'late'>((resolve) => { timer = setTimeout(() => resolve('late'), timeoutMs); });
+    try {
+      if ((await Promise.race([flush, late])) === 'late') {
+        this.#stuckFlushes++;
+        void flush.catch(() => undefined).finally(() => this.#stuckFlushes--);
+        throw new Unavailable(`flushing ${device} did not finish within ${timeoutMs} ms (the device does not answer)`);
+      }
+    } catch (e) {
+      if (e instanceof CsiError) throw e;
+      throw new Internal(`flushing buffers of ${device} failed: ${(e as Error).message}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** `blockdev --flushbufs <device>` in its own process (bounded by its command timeout). */
+  private async flushInItsOwnProcess(device: string): Promise<void> {
     const r = await this.runner.run('blockdev', ['--flushbufs', device], this.runOpts());
     if (r.exitCode !== 0) throw this.error(`flushing buffers of ${device}`, r, 'blockdev');
   }
@@ -194,6 +225,16 @@ export class Filesystem {
   private error(what: string, r: RunResult, tool: string): Internal {
     return new Internal(`${what} failed: ${lastLine(r)} (${tool} exit ${r.exitCode})`);
   }
+}
+
+async function fsyncDevice(device: string): Promise<'done'> {
+  const handle = await fs.open(device, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  return 'done';
 }
 
 /** A failed read of a device that was to be found empty: never "empty", always an error saying why. */

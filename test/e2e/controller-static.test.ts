@@ -13,7 +13,7 @@ import { createControllerService, type ControllerService } from '../../src/contr
 import { parseInventory } from '../../src/controller/static-backend.js';
 import type { VolumeCapability } from '../../src/csi/types.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner } from '../../src/runner.js';
+import { ProcessRunner } from '../../src/runner.js';
 import { startTgtd, type TgtDaemon } from '../sim/tgtd.js';
 
 const MiB = 1024 * 1024;
@@ -48,7 +48,7 @@ function config(wipeMiB = 1): Config {
 }
 
 async function newService(cfg = config()): Promise<ControllerService> {
-  const s = createControllerService({ cfg, runner: new ExecaRunner(cfg.commands, [], logger), logger });
+  const s = createControllerService({ cfg, runner: new ProcessRunner(cfg.commands, [], logger), logger });
   await s.start();
   return s;
 }

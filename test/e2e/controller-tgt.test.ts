@@ -18,7 +18,7 @@ import type { AccessModeMode, VolumeCapability } from '../../src/csi/types.js';
 import { parseTgtTargets } from '../../src/controller/tgt/tgtadm.js';
 import { tgtLunWwid } from '../../src/controller/tgt/wwid.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner, type CommandRunner } from '../../src/runner.js';
+import { ProcessRunner, type CommandRunner } from '../../src/runner.js';
 import type { CallContext } from '../../src/server/service.js';
 import { startTgtd, type TgtDaemon } from '../sim/tgtd.js';
 
@@ -60,7 +60,7 @@ function recording(inner: CommandRunner): CommandRunner {
 }
 
 async function newService(cfg: Config): Promise<ControllerService> {
-  const runner = recording(new ExecaRunner(cfg.commands, [], logger));
+  const runner = recording(new ProcessRunner(cfg.commands, [], logger));
   backend = createBackend({ cfg, runner, logger, reconcileIntervalMs: 0 });
   const s = createControllerService({ cfg, runner, logger, backend });
   await s.start();

@@ -13,7 +13,7 @@ import { startDriver } from '../../src/driver.js';
 import { createLogger } from '../../src/log.js';
 import { CsiServer } from '../../src/server/server.js';
 import { loadCsiPackage } from '../../src/server/proto.js';
-import { ExecaRunner } from '../../src/runner.js';
+import { ProcessRunner } from '../../src/runner.js';
 import { Secret } from '../../src/log.js';
 
 const CLI = join(process.cwd(), 'dist/src/cli.js');
@@ -179,7 +179,7 @@ describe('secrets', () => {
     const capture = new Capture();
     const logger = createLogger('trace', capture);
     const cfg = buildConfig(undefined, { mode: 'all', endpoint: `unix://${tmp}/s.sock`, nodeId: 'iqn.2026-11.dev.test:n', logLevel: 'trace' });
-    const d = await startDriver(cfg, logger, new ExecaRunner(cfg.commands, [], logger));
+    const d = await startDriver(cfg, logger, new ProcessRunner(cfg.commands, [], logger));
     const client = new CsiClient(cfg.endpoint);
     await codeOf(client.call('Node', 'NodeStageVolume', {
       volume_id: 'v1', staging_target_path: '/tmp/none',
@@ -189,7 +189,7 @@ describe('secrets', () => {
     }));
     await codeOf(client.call('Controller', 'CreateVolume', { name: 'n1', secrets: { password }, parameters: { chapPassword: password } }));
     // a command whose argv carries the secret (as `iscsiadm -o update -n …password -v X` does)
-    const runner = new ExecaRunner({ ...cfg.commands, iscsiadm: { argv: ['echo'], timeoutMs: 1000 } }, [], logger);
+    const runner = new ProcessRunner({ ...cfg.commands, iscsiadm: { argv: ['echo'], timeoutMs: 1000 } }, [], logger);
     const r = await runner.run('iscsiadm', ['-m', 'node', '-o', 'update', '-n', 'node.session.auth.password', '-v', new Secret(password)]);
     expect(r.stdout).toContain(password); // the command itself got the real value
     expect(r.argv.join(' ')).not.toContain(password);

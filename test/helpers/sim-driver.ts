@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { buildConfig, type Config, type Mode } from '../../src/config.js';
 import { startDriver, type DriverHandle } from '../../src/driver.js';
 import { createLogger, type Logger } from '../../src/log.js';
-import { ExecaRunner } from '../../src/runner.js';
+import { ProcessRunner } from '../../src/runner.js';
 import { SimulatedHost, unmountUnder, type SimulatedHostOptions } from '../sim/host.js';
 import { CsiClient } from './client.js';
 
@@ -14,7 +14,7 @@ export interface SimDriver {
   cfg: Config;
   driver: DriverHandle;
   client: CsiClient;
-  runner: ExecaRunner;
+  runner: ProcessRunner;
   stateDir: string;
   /** starts the driver again on the same host and state (a restart) */
   restart(): Promise<void>;
@@ -52,7 +52,7 @@ export async function startSimDriver(opts: SimDriverOptions = {}): Promise<SimDr
   const cfg = simDriverConfig(host, stateDir, opts.mode ?? 'node', `unix://${stateDir}/csi.sock`);
   opts.configure?.(cfg);
   const logger = opts.logger ?? createLogger('silent');
-  const runner = new ExecaRunner(cfg.commands, cfg.commandPrefix, logger);
+  const runner = new ProcessRunner(cfg.commands, cfg.commandPrefix, logger);
   let driver: DriverHandle;
   try {
     driver = await startDriver(cfg, logger, runner);

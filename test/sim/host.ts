@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import type { CommandConfig, HostConfig } from '../../src/config.js';
 import { defaultConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner } from '../../src/runner.js';
+import { ProcessRunner } from '../../src/runner.js';
 import { parseTgtTargets, Tgtadm } from '../../src/controller/tgt/tgtadm.js';
 import { startTgtd, type TgtDaemon } from './tgtd.js';
 import { simPaths, type SimPaths } from './paths.js';
@@ -302,7 +302,7 @@ export class SimulatedHost {
     const l = t?.luns.find((x) => x.lun === lun);
     if (!t || !l?.backingStorePath) throw new Error(`no LUN ${lun} with a backing file on ${iqn}`);
     await truncate(l.backingStorePath, sizeBytes);
-    const runner = new ExecaRunner(defaultConfig().commands, [], createLogger('silent'));
+    const runner = new ProcessRunner(defaultConfig().commands, [], createLogger('silent'));
     await new Tgtadm(runner, this.tgtd.controlPort).reopenLun(t.tid, lun, l.backingStorePath);
   }
 

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig, type CommandName } from '../../src/config.js';
 import { FailedPrecondition, Internal, NotFound } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner, safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
+import { ProcessRunner, safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
 import { Filesystem, parseBlkidExport, probeFrom } from '../../src/node-host/filesystem.js';
 
 const fixture = (name: string): string => readFileSync(new URL(`../fixtures/blkid/${name}`, import.meta.url), 'utf8');
@@ -138,7 +138,7 @@ describe.skipIf(!isRoot)('Filesystem on a real loop device (root)', () => {
     await fsp.truncate(await fsp.open(image, 'w').then(async (h) => (await h.close(), image)), 320 * MiB);
     loop = sh('losetup', '-f', '--show', image).trim();
     const config = defaultConfig();
-    fs = new Filesystem(new ExecaRunner(config.commands, [], createLogger('silent')), config);
+    fs = new Filesystem(new ProcessRunner(config.commands, [], createLogger('silent')), config);
   });
 
   afterAll(async () => {
@@ -173,9 +173,39 @@ describe.skipIf(!isRoot)('Filesystem on a real loop device (root)', () => {
     await expect(fs.probe(zero)).rejects.toThrow(FailedPrecondition);
   });
 
-  it('reads the size and flushes buffers', async () => {
+  it('reads the size; a flush writes what was written through the page cache down to the backing file', async () => {
     expect(await fs.blockDeviceSize(loop)).toBe(320 * MiB);
+    const marker = Buffer.from(`flushed ${process.pid} ${Date.now()}`);
+    const offset = 7 * MiB;
+    const h = await fsp.open(loop, 'r+');
+    await h.write(marker, 0, marker.length, offset); // buffered: in the loop device's page cache only
+    await h.close();
     await fs.flushBuffers(loop);
+    const backing = await fsp.open(image, 'r');
+    const back = Buffer.alloc(marker.length);
+    await backing.read(back, 0, marker.length, offset);
+    await backing.close();
+    expect(back.toString()).toBe(marker.toString());
+  });
+
+  it('a flush stuck in the kernel fails by its deadline, and later flushes run blockdev in their own process meanwhile', async () => {
+    // opening a FIFO with no writer blocks its thread-pool thread, as a flush of a dead device does
+    const stuck = join(dir, 'stuck-device');
+    sh('mkfifo', stuck);
+    const calls: string[][] = [];
+    const config = defaultConfig();
+    const real = new ProcessRunner(config.commands, [], createLogger('silent'));
+    const recording: CommandRunner = { stats: real.stats, run: (name, args, opts) => { calls.push([name, ...args.map(String)]); return real.run(name, args, opts); } };
+    const quick = new Filesystem(recording, { ...config, timeouts: { ...config.timeouts, deviceReadMs: 200 } });
+    await expect(quick.flushBuffers(stuck)).rejects.toThrow(/did not finish within 200 ms/);
+    await quick.flushBuffers(loop);
+    expect(calls).toEqual([['blockdev', '--flushbufs', loop]]);
+    // the stuck open returns once a writer appears; from then on flushes are in-process again
+    const writer = await fsp.open(stuck, 'w');
+    await writer.close();
+    await new Promise((r) => setTimeout(r, 50));
+    await quick.flushBuffers(loop);
+    expect(calls).toHaveLength(1);
   });
 
   it.each([

@@ -9,7 +9,7 @@ import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { buildConfig, type CommandName } from '../../src/config.js';
 import { DeadlineExceeded } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner, safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
+import { ProcessRunner, safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
 import { IscsiDbLock, LOCK_WRITE_FILE, type IscsiDbLockOptions, type SweepMoment } from '../../src/node-host/iscsi-db-lock.js';
 import { Iscsiadm } from '../../src/node-host/iscsiadm.js';
 import { CLOCK_TICKS_PER_SECOND } from '../../src/common/proc.js';
@@ -236,7 +236,7 @@ describe('Iscsiadm adapter and the record lock', () => {
   symlinkSync('/bin/sh', fakeIscsiadm);
   /** the adapter's calls run `sh -c script lockDir <iscsiadm args>` under the name iscsiadm */
   const runnerFor = (script: string, lockDir: string, timeoutMs: number) =>
-    new ExecaRunner({ ...buildConfig(undefined).commands, iscsiadm: { argv: [fakeIscsiadm, '-c', script, lockDir], timeoutMs } }, [], createLogger('silent'));
+    new ProcessRunner({ ...buildConfig(undefined).commands, iscsiadm: { argv: [fakeIscsiadm, '-c', script, lockDir], timeoutMs } }, [], createLogger('silent'));
 
   it('after killing an iscsiadm that died holding the lock, the lock is gone before the error is returned', async () => {
     const c = setup(false);

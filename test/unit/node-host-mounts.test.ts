@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { defaultConfig, type CommandName } from '../../src/config.js';
 import { Internal } from '../../src/errors.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner, safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
+import { ProcessRunner, safeArgv, type Arg, type CommandRunner, type RunResult } from '../../src/runner.js';
 import { Mounts, parseMountInfo, unescapeMountField } from '../../src/node-host/mounts.js';
 
 const fixture = (name: string): string => readFileSync(new URL(`../fixtures/mountinfo/${name}`, import.meta.url), 'utf8');
@@ -160,7 +160,7 @@ describe.skipIf(!isRoot)('Mounts on the real host (root)', () => {
   beforeAll(async () => {
     dir = await fsp.realpath(await fsp.mkdtemp(join(tmpdir(), 'host-mounts-real-')));
     const config = defaultConfig();
-    const runner = new ExecaRunner(config.commands, [], createLogger('silent'));
+    const runner = new ProcessRunner(config.commands, [], createLogger('silent'));
     mounts = new Mounts(runner, { host: config.host, timeouts: { unmountRetries: 3, unmountRetryDelayMs: 20 } });
   });
 

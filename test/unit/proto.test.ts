@@ -15,7 +15,7 @@ import { CSI_SERVICE_NAMES, loadCsiPackage, locateProtoDir, methodNames } from '
 import { status } from '@grpc/grpc-js';
 import { buildConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
-import { ExecaRunner } from '../../src/runner.js';
+import { ProcessRunner } from '../../src/runner.js';
 import { CsiServer } from '../../src/server/server.js';
 import { createControllerService } from '../../src/controller/service.js';
 import type { VolumeBackend } from '../../src/controller/backend.js';
@@ -225,7 +225,7 @@ describe('int64 on the wire', () => {
     const cfg = buildConfig(undefined);
     const logger = createLogger('silent');
     const backend = { kind: 'tgt' } as unknown as VolumeBackend; // the range is refused before the backend is asked
-    const controller = createControllerService({ cfg, runner: new ExecaRunner(cfg.commands, cfg.commandPrefix, logger), logger, backend });
+    const controller = createControllerService({ cfg, runner: new ProcessRunner(cfg.commands, cfg.commandPrefix, logger), logger, backend });
     const server = new CsiServer({ socketPath, socketMode: 0o600, shutdownGraceMs: 1000, logger }, [
       { name: 'Controller', definition: loadCsiPackage().Controller.service, impl: controller },
     ]);
