@@ -46,7 +46,7 @@ interface PathState {
 /** Each recorded portal's path: its session through the volume's iface, and the LUN's device on it. */
 async function pathStates(host: NodeHost, record: VolumeRecord): Promise<PathState[]> {
   const hosts = await host.sysfs.portalHostMap(record.iqn, record.iface);
-  const sessions = (await host.sysfs.topology(record.iqn)).sessionsForTarget(record.iqn);
+  const sessions = (await host.sysfs.topology(record.iqn, record.lun)).sessionsForTarget(record.iqn);
   return record.portals.map((portal): PathState => {
     const scsiHost = hosts.get(portal);
     const session = sessions.find((s) => s.host === scsiHost);

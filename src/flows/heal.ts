@@ -121,7 +121,7 @@ interface PathFinding {
 
 async function pathFindings(host: NodeHost, record: VolumeRecord): Promise<PathFinding[]> {
   const hosts = await host.sysfs.portalHostMap(record.iqn, record.iface);
-  const sessions = (await host.sysfs.topology(record.iqn)).sessionsForTarget(record.iqn);
+  const sessions = (await host.sysfs.topology(record.iqn, record.lun)).sessionsForTarget(record.iqn);
   const findings: PathFinding[] = [];
   for (const portal of record.portals) {
     const session = sessions.find((s) => s.host === hosts.get(portal));

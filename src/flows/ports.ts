@@ -46,7 +46,8 @@ export interface SessionTopology {
 export interface ScsiView {
   /** `addr:port` → SCSI host of the target's sessions, only those through `iface` when given */
   portalHostMap(iqn: string, iface?: string): Promise<Map<string, number>>;
-  topology(iqn: string): Promise<SessionTopology>;
+  /** with `onlyLun`, each session lists that LUN only (the cost of one volume's question does not grow with its neighbours) */
+  topology(iqn: string, onlyLun?: number): Promise<SessionTopology>;
   /** block device names (`sdb`) of one LUN of a target, one per path */
   devicesForIqnLun(iqn: string, lun: number): Promise<string[]>;
   scanLun(host: number, lun: number): Promise<void>;

@@ -2,7 +2,7 @@
 // the original request. Kept in the driver's protected state directory (never inside the staging or
 // target path), written atomically (temp file, fsync, rename, fsync dir), mode 0600 in 0700
 // directories, schema-versioned, and never holding a secret.
-import { promises as fs } from 'node:fs';
+import { promises as fs, statSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode, Internal, ResourceExhausted } from '../errors.js';
 import { Secret, type Logger } from '../log.js';
@@ -241,8 +241,20 @@ export interface RecordSurvey {
   unreadable: string[];
 }
 
+/** A record as last read, and the file it was read from (inode, size, mtime): unchanged while these are. */
+interface CachedRecord {
+  stamp: string;
+  record: VolumeRecord;
+}
+
 export class MetadataStore {
   #rootReady = false;
+  /**
+   * Records already read and checked, by file. Every read still stats the file (a save renames a new
+   * inode in, by this process or another), so a changed record is read again; an unchanged one is not
+   * parsed and checked again: stats, unstage and the healer read every record of a target or of the node.
+   */
+  readonly #cache = new Map<string, CachedRecord>();
   /** volume directories this process made or checked (private, existing); forgotten on remove() */
   readonly #knownDirs = new Set<string>();
 
@@ -298,6 +310,7 @@ export class MetadataStore {
     if (this.#knownDirs.has(dir)) {
       try {
         await writeDurably(dir, doc, null);
+        this.#remember(dir, doc);
         return;
       } catch (e) {
         if (errnoCode(e) !== 'ENOENT') throw e;
@@ -314,6 +327,15 @@ export class MetadataStore {
       throw e;
     }
     this.#knownDirs.add(dir);
+    this.#remember(dir, doc);
+  }
+
+  /** The record just written is the file's content: the next read need not parse and check it again. */
+  #remember(dir: string, record: VolumeRecord): void {
+    const file = join(dir, FILE_NAME);
+    const st = statSync(file, { bigint: true, throwIfNoEntry: false });
+    if (st) this.#cache.set(file, { stamp: stampOf(st), record });
+    else this.#cache.delete(file);
   }
 
   /** A write that failed for want of space or quota, as RESOURCE_EXHAUSTED naming the state directory. */
@@ -326,7 +348,7 @@ export class MetadataStore {
   /** The record, or null when the volume has none. A corrupt file is an INTERNAL error naming the file. */
   async load(volumeId: string): Promise<VolumeRecord | null> {
     const file = this.filePath(volumeId);
-    const record = await readRecord(file);
+    const record = await this.#read(file);
     if (record && record.volumeId !== volumeId) {
       throw new Internal(`volume metadata ${file} belongs to volume ${JSON.stringify(record.volumeId)}, not ${JSON.stringify(volumeId)}`);
     }
@@ -335,6 +357,7 @@ export class MetadataStore {
 
   /** Deletes the record and its directory; nothing there is success. */
   async remove(volumeId: string): Promise<void> {
+    this.#cache.delete(this.filePath(volumeId));
     this.#knownDirs.delete(this.volumeDir(volumeId));
     await fs.rm(this.volumeDir(volumeId), { recursive: true, force: true });
     await fsyncDirectory(this.volumesDir()).catch(() => undefined);
@@ -354,7 +377,7 @@ export class MetadataStore {
       keys.map(async (key) => {
         const file = join(this.volumesDir(), key, FILE_NAME);
         try {
-          return await readRecord(file);
+          return await this.#read(file);
         } catch (e) {
           this.logger?.warn({ file, err: (e as Error).message }, 'skipping unreadable volume metadata');
           unreadable.push(file);
@@ -365,10 +388,32 @@ export class MetadataStore {
     return { records: records.filter((r): r is VolumeRecord => r !== null).sort((a, b) => a.volumeId.localeCompare(b.volumeId)), unreadable: unreadable.sort() };
   }
 
+  /** The record in `file` (null when none), from the cache while the file is the one read last. */
+  async #read(file: string): Promise<VolumeRecord | null> {
+    let stamp: string;
+    try {
+      // synchronous: a stat of a local file answers from the inode cache, a thread-pool round trip costs more
+      stamp = stampOf(statSync(file, { bigint: true }));
+    } catch {
+      this.#cache.delete(file);
+      return readRecord(file); // gone (null), or an error readRecord names
+    }
+    const cached = this.#cache.get(file);
+    if (cached?.stamp === stamp) return cached.record;
+    const record = await readRecord(file);
+    if (record) this.#cache.set(file, { stamp, record });
+    else this.#cache.delete(file);
+    return record;
+  }
+
   /** Staged volumes on target `iqn`, optionally without one volume (the one being detached). */
   async listByTarget(iqn: string, exceptVolumeId?: string): Promise<VolumeRecord[]> {
     return (await this.survey()).records.filter((r) => r.iqn === iqn && r.volumeId !== exceptVolumeId);
   }
+}
+
+function stampOf(st: BigIntStats): string {
+  return `${st.ino}:${st.size}:${st.mtimeNs}`;
 }
 
 async function readRecord(file: string): Promise<VolumeRecord | null> {

@@ -2,7 +2,7 @@
 // SCSI host carries the session to a portal, which block devices a LUN has, multipath holders, and the
 // control files that scan a LUN or delete a device. One walk builds a topology snapshot that answers
 // every question an attach or detach step asks, so an operation reads sysfs once.
-import { constants as fsConstants, promises as fs } from 'node:fs';
+import { constants as fsConstants, promises as fs, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, InvalidArgument, NotFound, Unavailable } from '../errors.js';
@@ -125,9 +125,13 @@ function assertDeviceName(name: string): string {
   return name;
 }
 
+// Reads are synchronous: sysfs is kernel memory (kernfs), a read or a directory listing does no device
+// I/O and answers in microseconds, where each thread-pool round trip (open, fstat, read, close) costs
+// tens of them in the driver's CPU; a stage or a stats call reads a few dozen entries. Control-file
+// writes (scan, delete) stay asynchronous: those start kernel work.
 async function readAttr(path: string): Promise<string | null> {
   try {
-    return (await fs.readFile(path, 'utf8')).replace(/\n$/, '');
+    return readFileSync(path, 'utf8').replace(/\n$/, '');
   } catch {
     // missing attribute, or a kernel read error (ENOTCONN while a connection is down, EACCES, EIO)
     return null;
@@ -136,10 +140,23 @@ async function readAttr(path: string): Promise<string | null> {
 
 async function listDir(path: string): Promise<string[]> {
   try {
-    return await fs.readdir(path);
+    return readdirSync(path);
   } catch (e) {
     if (['ENOENT', 'ENOTDIR'].includes(errnoCode(e) ?? '')) return [];
     throw e;
+  }
+}
+
+/** `targetH:C:T` → `[H:C:T:L]` when that LUN's directory exists, else `[]`. */
+function oneLun(targetDir: string, lun: number): string[] {
+  const m = /target(\d+):(\d+):(\d+)$/.exec(targetDir);
+  if (!m) return [];
+  const hctl = `${m[1]}:${m[2]}:${m[3]}:${lun}`;
+  try {
+    readdirSync(join(targetDir, hctl));
+    return [hctl];
+  } catch {
+    return [];
   }
 }
 
@@ -185,11 +202,13 @@ export class Sysfs {
 
   /**
    * Walks `class/iscsi_host/host*\/device/session*` once: target name, state, connections and LUNs
-   * with their block devices. With `iqn`, LUNs are read only for that target's sessions.
+   * with their block devices. With `iqn`, LUNs are read only for that target's sessions; with `onlyLun`
+   * too, only that LUN's directory is read (its H:C:T:L name is known), so the cost of asking about one
+   * volume does not grow with the LUNs of its target already attached.
    */
-  async topology(iqn?: string): Promise<IscsiTopology> {
+  async topology(iqn?: string, onlyLun?: number): Promise<IscsiTopology> {
     const found = await this.sessionDirs();
-    const sessions = await Promise.all(found.map((s) => this.readSession(s, iqn)));
+    const sessions = await Promise.all(found.map((s) => this.readSession(s, iqn, onlyLun)));
     return new IscsiTopology(sessions.filter((s): s is IscsiSessionInfo => s !== null).sort((a, b) => a.sid - b.sid));
   }
 
@@ -218,14 +237,14 @@ export class Sysfs {
     return Promise.all(entries.filter((e) => /^connection\d+:\d+$/.test(e)).sort().map((c) => this.readConnection(join(s.dir, c, 'iscsi_connection', c), c)));
   }
 
-  private async readSession(s: SessionDir, onlyIqn: string | undefined): Promise<IscsiSessionInfo | null> {
+  private async readSession(s: SessionDir, onlyIqn: string | undefined, onlyLun?: number): Promise<IscsiSessionInfo | null> {
     const found = await this.sessionEntries(s, onlyIqn);
     if (!found) return null;
     const { entries } = found;
     const [state, connections, luns] = await Promise.all([
       this.readSessionState(s.dir, s.name),
       this.readConnections(s, entries),
-      Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(s.dir, t)))).then((l) => l.flat()),
+      Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(s.dir, t), onlyLun))).then((l) => l.flat()),
     ]);
     return { sid: s.sid, host: s.host, iqn: found.iqn, state, connections, portals: portalKeys(connections), luns: luns.sort((a, b) => a.lun - b.lun) };
   }
@@ -241,8 +260,8 @@ export class Sysfs {
     return { name, address: address ?? null, port: toInt(port ?? null), persistentAddress: persistentAddress ?? null, persistentPort: toInt(persistentPort ?? null) };
   }
 
-  private async readTargetLuns(targetDir: string): Promise<ScsiLunInfo[]> {
-    const luns = (await listDir(targetDir)).filter((e) => HCTL_RE.test(e));
+  private async readTargetLuns(targetDir: string, onlyLun?: number): Promise<ScsiLunInfo[]> {
+    const luns = onlyLun === undefined ? (await listDir(targetDir)).filter((e) => HCTL_RE.test(e)) : oneLun(targetDir, onlyLun);
     return Promise.all(
       luns.map(async (hctl) => {
         const [, h, c, t, l] = HCTL_RE.exec(hctl)!.map(Number);
@@ -318,7 +337,7 @@ export class Sysfs {
 
   /** The paths of one LUN of a target: SCSI host, session, portal and block device of each. */
   async lunPaths(iqn: string, lun: number): Promise<LunPath[]> {
-    return (await this.topology(iqn)).devicesForLun(iqn, lun);
+    return (await this.topology(iqn, lun)).devicesForLun(iqn, lun);
   }
 
   /** Asks the SCSI host to scan exactly one LUN (channel 0, target 0, as for every software iSCSI host). */

@@ -5,7 +5,7 @@
 // volume). A lock left by a crashed process is taken over at once when its owner record shows the owner
 // is gone (same boot and PID namespace, no such process), else once it goes stale (its mtime stops
 // being refreshed).
-import { promises as fs } from 'node:fs';
+import { mkdirSync, promises as fs, statSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { KeyedMutex } from '../common/keyed-mutex.js';
@@ -99,8 +99,10 @@ export class TargetLock {
   /** Takes the target's lock file (waiting for another process); returns its release, which never throws. */
   private async takeFileLock(iqn: string, held: HeldFileLock): Promise<() => Promise<void>> {
     const lockPath = this.lockPath(iqn);
-    await fs.mkdir(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
-    await this.takeOverFromDeadOwner(iqn, lockPath);
+    // synchronous: one mkdir (EEXIST) and one stat of local directories, no thread-pool round trips
+    mkdirSync(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
+    // no lock directory, no owner to take over from (one made meanwhile has a live owner)
+    if (statSync(lockPath, { throwIfNoEntry: false })) await this.takeOverFromDeadOwner(iqn, lockPath);
     let release: () => Promise<void>;
     try {
       release = await lockfile.lock(lockPath.slice(0, -'.lock'.length), {

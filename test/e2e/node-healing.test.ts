@@ -88,11 +88,13 @@ describe('healing on one portal', () => {
     // the state directory loses the record (a restore from an old backup, an operator's rm)
     for (const dir of readdirSync(join(sd.stateDir, 'volumes'))) rmSync(join(sd.stateDir, 'volumes', dir), { recursive: true });
     const lostAt = Date.now();
-    await until('the orphan session logged out', async () => (await sd.host.sessions()).every((s) => s.target !== ours));
-    expect(Date.now() - lostAt).toBeGreaterThanOrEqual(1_500);
+    // the reaper logs out, then deletes the node record, then its mark: wait for all three
     const nodeRecords = join(sd.host.root, 'var/lib/iscsi/nodes', ours);
-    expect(existsSync(nodeRecords) ? readdirSync(nodeRecords) : []).toEqual([]);
-    expect(readdirSync(join(sd.stateDir, 'sessions'))).toEqual([]);
+    await until('the orphan session logged out, its node record and mark removed', async () =>
+      (await sd.host.sessions()).every((s) => s.target !== ours)
+      && (!existsSync(nodeRecords) || readdirSync(nodeRecords).length === 0)
+      && readdirSync(join(sd.stateDir, 'sessions')).length === 0);
+    expect(Date.now() - lostAt).toBeGreaterThanOrEqual(1_500);
     // the operator's session and its device are untouched
     expect(await devicesOf(theirs)).toEqual(theirDevices);
     await sd.host.run('iscsiadm', ['-m', 'node', '-T', theirs, '-p', portal, '--logout']);
@@ -130,7 +132,9 @@ describe('healing a multipath volume', () => {
     const sessions = await until('two sessions, both paths in one map', async () => {
       const s = (await sd.host.sessions()).filter((x) => x.target === iqn);
       const dms = new Set(s.flatMap((x) => x.devices.map((d) => d.dm)));
-      return s.length === 2 && dms.size === 1 && !dms.has(undefined) && s;
+      // the map's slaves are listed a moment after its paths name it
+      const dm = [...dms][0];
+      return s.length === 2 && dms.size === 1 && dm !== undefined && readdirSync(join(sd.host.root, 'sys/block', dm, 'slaves')).length === 2 && s;
     });
     const dm = sessions[0]!.devices[0]!.dm!;
     expect(readdirSync(join(sd.host.root, 'sys/block', dm, 'slaves'))).toHaveLength(2);

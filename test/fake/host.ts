@@ -655,9 +655,10 @@ export class FakeHost {
         this.step('sysfs.portalHostMap', `${iqn}${iface === undefined ? '' : ` ${iface}`}`);
         return new Map(this.sessionList.filter((s) => s.iqn === iqn && (iface === undefined || s.iface === iface)).map((s) => [s.key, s.host]));
       },
-      topology: async (iqn) => {
+      topology: async (iqn, onlyLun) => {
         this.step('sysfs.topology', iqn);
-        const sessions = this.sessionList.filter((s) => s.iqn === iqn).map(sessionInfo);
+        const sessions = this.sessionList.filter((s) => s.iqn === iqn).map(sessionInfo)
+          .map((s) => (onlyLun === undefined ? s : { ...s, luns: s.luns.filter((l) => l.lun === onlyLun) }));
         return { sessionsForTarget: (q: string) => sessions.filter((s) => s.iqn === q) };
       },
       devicesForIqnLun: async (iqn, lun) => {
