@@ -3,7 +3,7 @@ import type { Config } from './config.js';
 import { socketPathOf } from './config.js';
 import { createIdentityService, type ReadinessCheck } from './identity/service.js';
 import type { Logger } from './log.js';
-import { ExecaRunner, observeCommands, type CommandRunner } from './runner.js';
+import { ProcessRunner, observeCommands, type CommandRunner } from './runner.js';
 import { CsiServer, type ServedService } from './server/server.js';
 import { loadCsiPackage } from './server/proto.js';
 import { readInitiatorName } from './node-host/initiator.js';
@@ -12,12 +12,10 @@ import { createNodeHost, forRequest } from './flows/host.js';
 import { NodeHealer } from './node/healer.js';
 import { OperationGuard } from './common/operation-guard.js';
 import { createNodeService } from './node/service.js';
-import { createControllerService, type ControllerService } from './controller/service.js';
-import { EXPANSION_BY_BACKEND } from './controller/backend.js';
+import type { ControllerService } from './controller/service.js';
 import { Sysfs } from './node-host/sysfs.js';
-import { DriverMetrics } from './metrics/registry.js';
-import { serveMetrics, type MetricsEndpoint } from './metrics/endpoint.js';
-import { logNodeChecks } from './doctor/startup.js';
+import type { MetricsEndpoint } from './metrics/endpoint.js';
+import { logNodeChecks, STARTUP_CHECKS_DELAY_MS } from './doctor/startup.js';
 
 export interface DriverHandle {
   socketPath: string;
@@ -43,10 +41,11 @@ function nodeChecks(cfg: Config, runner: CommandRunner): ReadinessCheck[] {
   ];
 }
 
-export async function startDriver(cfg: Config, logger: Logger, commandRunner: CommandRunner = new ExecaRunner(cfg.commands, cfg.commandPrefix, logger)): Promise<DriverHandle> {
+export async function startDriver(cfg: Config, logger: Logger, commandRunner: CommandRunner = new ProcessRunner(cfg.commands, cfg.commandPrefix, logger)): Promise<DriverHandle> {
   const csi = loadCsiPackage();
-  // no metrics address: no registry, no observers, no port
-  const metrics = cfg.metricsAddress ? new DriverMetrics(cfg.driverName, logger.child({ component: 'metrics' })) : undefined;
+  // no metrics address: no registry, no observers, no port (and prom-client is never loaded)
+  const metricsModule = cfg.metricsAddress ? await import('./metrics/registry.js') : undefined;
+  const metrics = metricsModule ? new metricsModule.DriverMetrics(cfg.driverName, logger.child({ component: 'metrics' })) : undefined;
   const runner = metrics ? observeCommands(commandRunner, metrics) : commandRunner;
   const serveNode = cfg.mode === 'node' || cfg.mode === 'all';
   const serveController = cfg.mode === 'controller' || cfg.mode === 'all';
@@ -70,7 +69,12 @@ export async function startDriver(cfg: Config, logger: Logger, commandRunner: Co
     });
   }
   let controller: ControllerService | undefined;
-  if (serveController) {
+  // a node plugin never loads the controller's modules (backends, tgtadm, YAML inventory)
+  const controllerModules = serveController
+    ? await Promise.all([import('./controller/service.js'), import('./controller/backend.js')])
+    : undefined;
+  if (controllerModules) {
+    const [{ createControllerService }] = controllerModules;
     controller = createControllerService({ cfg, runner, logger });
     await controller.start();
     const svc = controller;
@@ -80,14 +84,14 @@ export async function startDriver(cfg: Config, logger: Logger, commandRunner: Co
   services.unshift({
     name: 'Identity',
     definition: csi.Identity.service,
-    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, ...(serveController ? { expansion: EXPANSION_BY_BACKEND[cfg.controller.backend] } : {}) }),
+    impl: createIdentityService({ cfg, version: VERSION, checks, controllerServed: serveController, ...(controllerModules ? { expansion: controllerModules[1].EXPANSION_BY_BACKEND[cfg.controller.backend] } : {}) }),
   });
 
   const socketPath = socketPathOf(cfg.endpoint);
   const server = new CsiServer({ socketPath, socketMode: cfg.socketMode, shutdownGraceMs: cfg.timeouts.shutdownGraceMs, logger, guard, ...(metrics ? { calls: metrics } : {}) }, services);
   let endpoint: MetricsEndpoint | undefined;
   try {
-    if (metrics) endpoint = await serveMetrics(cfg.metricsAddress, metrics, logger);
+    if (metrics) endpoint = await (await import('./metrics/endpoint.js')).serveMetrics(cfg.metricsAddress, metrics, logger);
     await server.listen();
   } catch (e) {
     await endpoint?.close();
@@ -98,12 +102,14 @@ export async function startDriver(cfg: Config, logger: Logger, commandRunner: Co
   healer?.start();
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
   // the doctor's node checks, logged once the socket listens: serving never waits for them
-  if (serveNode) void logNodeChecks(cfg, logger);
+  const nodeChecksTimer = serveNode ? setTimeout(() => void logNodeChecks(cfg, logger), STARTUP_CHECKS_DELAY_MS) : undefined;
+  nodeChecksTimer?.unref();
   return {
     socketPath,
     runner: commandRunner,
     ...(endpoint ? { metricsAddress: endpoint.address } : {}),
     stop: async () => {
+      clearTimeout(nodeChecksTimer);
       await healer?.stop(cfg.timeouts.shutdownGraceMs);
       await server.stop();
       await controller?.stop();

@@ -4,7 +4,6 @@
 import type { Config } from '../config.js';
 import type { CommandRunner } from '../runner.js';
 import { CHECK, guarded, summarize, type Check, type Summary } from './check.js';
-import { checkInventory, checkTgtd, checkTgtPool } from './controller.js';
 import { checkInitiatorName } from './initiator-name.js';
 import { checkIscsiadm, checkIscsid, checkIscsiTcp } from './iscsi.js';
 import { checkKubeletDir, DEFAULT_KUBELET_DIR } from './kubelet.js';
@@ -56,6 +55,8 @@ export async function nodeChecks(cfg: Config, runner: CommandRunner, opts: Omit<
 
 export async function controllerChecks(cfg: Config, runner: CommandRunner, opts: Omit<DoctorOptions, 'mode'> = {}): Promise<Check[]> {
   const r = boundedRunner(runner, cfg, opts.commandTimeoutMs ?? DOCTOR_COMMAND_TIMEOUT_MS);
+  // loaded here: the node plugin runs the node checks at start and never needs the controller's modules
+  const { checkInventory, checkTgtd, checkTgtPool } = await import('./controller.js');
   const backend = cfg.controller.backend === 'tgt'
     ? [guarded(CHECK.tgtd, () => checkTgtd(cfg, r)), guarded(CHECK.tgtPool, () => checkTgtPool(cfg))]
     : [guarded(CHECK.inventory, () => checkInventory(cfg))];

@@ -32,6 +32,16 @@ export function createIdentityService(deps: IdentityDeps): ServiceImpl {
     const results = await Promise.all(deps.checks.map((check) => withBudget(check(), PROBE_CHECK_BUDGET_MS)));
     return results.filter((r): r is string => r !== null);
   };
+  /** one run of the checks at a time; its result is the cached one */
+  const refresh = (): Promise<string[]> => {
+    running ??= runChecks()
+      .then((problems) => { cached = { at: now(), problems }; return problems; })
+      .finally(() => { running = undefined; });
+    return running;
+  };
+  // the first run starts with the service, while the server is still starting: the first Probe
+  // (the CO's readiness check at start) finds it done or under way
+  if (deps.checks.length > 0) void refresh();
 
   return {
     GetPluginInfo: async (): Promise<GetPluginInfoResponse> => ({
@@ -48,11 +58,9 @@ export function createIdentityService(deps: IdentityDeps): ServiceImpl {
     },
 
     Probe: async (): Promise<ProbeResponse> => {
-      if (!cached || now() - cached.at > deps.cfg.timeouts.probeCacheMs) {
-        running ??= runChecks().finally(() => { running = undefined; });
-        cached = { at: now(), problems: await running };
-      }
-      if (cached.problems.length > 0) throw new FailedPrecondition(`not ready: ${cached.problems.join('; ')}`);
+      let problems = cached?.problems;
+      if (!cached || now() - cached.at > deps.cfg.timeouts.probeCacheMs) problems = await refresh();
+      if (problems && problems.length > 0) throw new FailedPrecondition(`not ready: ${problems.join('; ')}`);
       return { ready: { value: true } };
     },
   };
