@@ -53,8 +53,11 @@ deploy-check:
 demo: build
 	node dist/test/sim/demo.js
 
+# stage latency and storms with the driver in this process (bench/stage.ts), then the driver's own cost
+# in its own process against issue 13's budgets (bench/cost.ts; exit 1 when one is missed)
 bench: build
 	node dist/bench/stage.js
+	node dist/bench/cost.js
 
 # the real-kernel tier: the Debian kernel under QEMU (TCG) with the real iscsid, udev, multipathd and
 # tgtd; prints one line per scenario and "N passed, N failed"

@@ -29,9 +29,8 @@ const ROLE_DRIVER = 'driver + gRPC client (this process)';
 const ROLE_COMMANDS = "driver's commands (fake iscsiadm, blockdev, mkfs, …)";
 const ROLE_KERNEL = 'simulated kernel (+ its losetup, tgtadm)';
 const ROLE_TGTD = 'tgtd';
-/** Budgets from issue 4. */
+/** Budgets from issue 4 (the storm's "≥ 4× sequential" was retired by issue 13: the CPU floor decides; bench/cost.ts checks the storm against it). */
 const BUDGET_WARM_OWN_P50_MS = 20;
-const BUDGET_STORM_SPEEDUP = 4;
 const BUDGET_LINK_REACTION_MS = 5;
 /** Device-link test: fallback poll so long that only the directory watch can end the wait. */
 const LINK_FALLBACK_POLL_MS = 60_000;
@@ -467,7 +466,7 @@ function stormSection(results: StormResult[], roundSpeedups: Map<string, number[
     const s = results.find((r) => r.kind === c.kind && r.warm === c.warm && r.mode === 'sequential');
     if (!s) continue;
     const ratio = s.wall / c.wall;
-    const budget = c.kind === 'block' ? ` (budget ≥ ${BUDGET_STORM_SPEEDUP}×: ${ratio >= BUDGET_STORM_SPEEDUP ? 'met' : 'MISSED'})` : '';
+    const budget = '';
     const all = roundSpeedups.get(stormName(c)) ?? [];
     const roundsNote = all.length > 1 ? ` (median of ${all.length} rounds: ${all.map((x) => `${x.toFixed(2)}×`).join(', ')})` : '';
     lines.push(`  ${stormName(c)}: storm ${ms(c.wall)} vs one after another ${ms(s.wall)} → speed-up ${ratio.toFixed(2)}×${roundsNote}${budget}`);
@@ -643,8 +642,7 @@ async function main(): Promise<void> {
       table([
         ['budget', 'figure', 'verdict'],
         [`driver's own time per warm stage, p50 < ${BUDGET_WARM_OWN_P50_MS} ms`, ms(warmOwnP50), warmOwnP50 < BUDGET_WARM_OWN_P50_MS ? 'met' : 'MISSED'],
-        [`${opts.storm}-volume block storm ≥ ${BUDGET_STORM_SPEEDUP}× faster than sequential`, `${blockSpeedup.toFixed(2)}× (warm session ${warmSpeedup.toFixed(2)}×); CPU cap here ${cpuCap(false).toFixed(2)}× (warm ${cpuCap(true).toFixed(2)}×)`,
-          blockSpeedup >= BUDGET_STORM_SPEEDUP ? 'met' : warmSpeedup >= BUDGET_STORM_SPEEDUP ? 'met on a warm session only' : 'MISSED'],
+        [`(no budget: the CPU floor decides, see bench/cost.ts) ${opts.storm}-volume block storm against sequential`, `${blockSpeedup.toFixed(2)}× (warm session ${warmSpeedup.toFixed(2)}×); CPU cap here ${cpuCap(false).toFixed(2)}× (warm ${cpuCap(true).toFixed(2)}×)`, '-'],
         ['one login per storm (none on a warm session)', storms.map((r) => r.logins).join(', '), stormsOk ? 'met' : 'MISSED'],
         ['IQN lock never held while waiting for a device', `${sum(storms.map((r) => r.heldWhileWaiting.length))} overlaps`, lockOk ? 'met' : 'MISSED'],
         [`device-link reaction < ${BUDGET_LINK_REACTION_MS} ms (p50 / p95)`, `${ms(linkP50)} / ${ms(linkP95)}`, linkP95 < BUDGET_LINK_REACTION_MS ? 'met' : linkP50 < BUDGET_LINK_REACTION_MS ? 'met at p50 only' : 'MISSED'],
