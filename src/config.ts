@@ -72,6 +72,8 @@ export interface NodeConfig {
   mkfsOptions: Record<string, string[]>;
   /** iface used when the volume names none */
   defaultIface: string;
+  /** kubelet's root dir (its --root-dir): where the start-up check looks at mount propagation */
+  kubeletDir: string;
   healing: HealingConfig;
 }
 
@@ -166,6 +168,7 @@ export function defaultConfig(): Config {
       defaultFsType: 'ext4',
       mkfsOptions: { ext4: ['-F', '-m0'], ext3: ['-F'], xfs: ['-f'], btrfs: ['-f'] },
       defaultIface: 'default',
+      kubeletDir: '/var/lib/kubelet',
       healing: { enabled: true, intervalMs: 30_000, orphanGraceMs: 300_000, reapOrphans: true },
     },
     controller: {
@@ -285,6 +288,7 @@ export function validateConfig(cfg: Config): void {
     if (!(Number.isInteger(v) && v >= 0)) throw new ConfigError(`timeouts.${key} must be a non-negative integer`);
   }
   if (!(Number.isInteger(cfg.node.maxVolumesPerNode) && cfg.node.maxVolumesPerNode >= 0)) throw new ConfigError('node.maxVolumesPerNode must be a non-negative integer');
+  if (!cfg.node.kubeletDir.startsWith('/')) throw new ConfigError('node.kubeletDir must be an absolute path');
   const healing = cfg.node.healing;
   if (!(Number.isInteger(healing.intervalMs) && healing.intervalMs >= MIN_HEAL_INTERVAL_MS)) throw new ConfigError(`node.healing.intervalMs must be an integer of at least ${MIN_HEAL_INTERVAL_MS}`);
   if (!(Number.isInteger(healing.orphanGraceMs) && healing.orphanGraceMs >= 0)) throw new ConfigError('node.healing.orphanGraceMs must be a non-negative integer');

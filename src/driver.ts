@@ -102,7 +102,7 @@ export async function startDriver(cfg: Config, logger: Logger, commandRunner: Co
   healer?.start();
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
   // the doctor's node checks, logged once the socket listens: serving never waits for them
-  const nodeChecksTimer = serveNode ? setTimeout(() => void logNodeChecks(cfg, logger), STARTUP_CHECKS_DELAY_MS) : undefined;
+  const nodeChecksTimer = serveNode ? setTimeout(() => void logNodeChecks(cfg, logger, cfg.node.kubeletDir), STARTUP_CHECKS_DELAY_MS) : undefined;
   nodeChecksTimer?.unref();
   return {
     socketPath,

@@ -21,7 +21,7 @@ export const DOCTOR_USAGE = `Usage: iscsi-csi doctor [--json] [--mode node|contr
   --json              one JSON document instead of the table
   --mode MODE         node | controller | all (default: the config file's mode, else node)
   --config FILE       the driver's YAML or JSON config file
-  --kubelet-dir DIR   kubelet's root dir (default: ${DEFAULT_KUBELET_DIR})
+  --kubelet-dir DIR   kubelet's root dir (default: node.kubeletDir of the config, ${DEFAULT_KUBELET_DIR})
 
   Exit status: 0 nothing failed (warnings allowed), 1 a check failed, 2 bad flags or config.
 `;
@@ -61,8 +61,6 @@ export async function runDoctorCommand(argv: string[], out: Output = process.std
     return 0;
   }
   if (values.mode !== undefined && !MODES.includes(values.mode as DoctorMode)) return usage(`--mode must be node, controller or all, got ${JSON.stringify(values.mode)}`);
-  const kubeletDir = values['kubelet-dir'] ?? DEFAULT_KUBELET_DIR;
-  if (!kubeletDir.startsWith('/')) return usage('--kubelet-dir must be an absolute path');
   let cfg: Config;
   let fileMode: unknown;
   try {
@@ -73,6 +71,8 @@ export async function runDoctorCommand(argv: string[], out: Output = process.std
     if (e instanceof ConfigError) return usage(values.config ? `invalid config (${values.config}): ${e.message}` : e.message);
     throw e;
   }
+  const kubeletDir = values['kubelet-dir'] ?? cfg.node.kubeletDir;
+  if (!kubeletDir.startsWith('/')) return usage('--kubelet-dir must be an absolute path');
   const mode = (values.mode ?? (MODES.includes(fileMode as DoctorMode) ? fileMode : 'node')) as DoctorMode;
   // the runner's own log lines (a command killed at its timeout) would garble the table: the checks say it
   const runner = new ProcessRunner(cfg.commands, cfg.commandPrefix, createLogger('silent'));

@@ -54,10 +54,10 @@ export async function checkKubeletDir(cfg: Config, kubeletDir: string): Promise<
   let real: string;
   try {
     const s = await stat(kubeletDir);
-    if (!s.isDirectory()) return fail(CHECK.kubeletDir, `${kubeletDir} is not a directory`, 'pass --kubelet-dir with the directory kubelet uses (its --root-dir)');
+    if (!s.isDirectory()) return fail(CHECK.kubeletDir, `${kubeletDir} is not a directory`, 'set node.kubeletDir in the driver config (the chart: kubeletDir), or doctor --kubelet-dir, to the directory kubelet uses (its --root-dir)');
     real = await realpath(kubeletDir);
   } catch (e) {
-    return fail(CHECK.kubeletDir, `${kubeletDir} does not exist (${errnoCode(e) ?? (e as Error).message})`, 'pass --kubelet-dir with the directory kubelet uses (its --root-dir); in the node plugin\'s pod it is the hostPath volume mounted at the same path');
+    return fail(CHECK.kubeletDir, `${kubeletDir} does not exist (${errnoCode(e) ?? (e as Error).message})`, 'set node.kubeletDir in the driver config (the chart: kubeletDir), or doctor --kubelet-dir, to the directory kubelet uses (its --root-dir); in the node plugin\'s pod it is the hostPath volume mounted at the same path');
   }
   let entries: MountInfoEntry[];
   try {

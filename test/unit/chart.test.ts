@@ -270,6 +270,8 @@ describe('chart values files (charts/iscsi-csi/ci/)', () => {
     expect(nodeCfg.commandPrefix.slice(0, 2)).toEqual(['sh', '-c']);
     expect(nodeCfg.commandPrefix[2]).toMatch(/exec nsenter --target "\$\{p%\/comm\}" --mount --net -- "\$@"/);
     expect(nodeCfg.node.healing).toEqual({ enabled: true, intervalMs: 60_000, orphanGraceMs: 600_000, reapOrphans: false });
+    // the start-up checks look at the kubelet dir the pods mount, not /var/lib/kubelet
+    expect(nodeCfg.node.kubeletDir).toBe(kubelet);
     expect(nodeCfg.logLevel).toBe('debug');
 
     for (const [kind, name] of WORKLOADS) {

@@ -62,6 +62,7 @@ describe('config', () => {
     ['endpoint: tcp://1.2.3.4:5', 'endpoint'],
     ['commands: {tgtadm: {prefix: "chroot /host"}}', 'commands.tgtadm.prefix must be a list of strings'],
     ['commandPrefix: "chroot /host"', 'commandPrefix must be a list'],
+    ['node: {kubeletDir: var/lib/kubelet}', 'node.kubeletDir must be an absolute path'],
     ['node: {healing: {intervalMs: 5}}', 'node.healing.intervalMs must be an integer of at least 100'],
     ['node: {healing: {orphanGraceMs: -1}}', 'node.healing.orphanGraceMs must be a non-negative integer'],
     ['node: {healing: {enabled: "no"}}', 'node.healing.enabled must be a boolean'],
