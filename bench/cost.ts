@@ -21,7 +21,7 @@ import { blockCapability } from '../test/helpers/sim-driver.js';
 import { CsiClient } from '../test/helpers/client.js';
 import { SimulatedHost, unmountUnder } from '../test/sim/host.js';
 import { cpuBetween, cpuSnapshot } from './cpu.js';
-import { percentile, table } from './stats.js';
+import { intOption, percentile, table } from './stats.js';
 
 const MiB = 1024 * 1024;
 const IQN_PREFIX = 'iqn.2026-12.dev.cost';
@@ -69,14 +69,10 @@ function parseOptions(): Options {
     },
   });
   if (values.help) {
-    console.log('usage: node dist/bench/cost.js [--runs N=40] [--storm N=32] [--starts N=5] [--scale 32,128,256] [--lun-mib 8] [--phases ${PHASES.join(',')}] [--profile DIR (the driver writes V8 CPU profiles there)]');
+    console.log(`usage: node dist/bench/cost.js [--runs N=40] [--storm N=32] [--starts N=5] [--scale 32,128,256] [--lun-mib 8] [--phases ${PHASES.join(',')}] [--profile DIR (the driver writes V8 CPU profiles there)]`);
     process.exit(0);
   }
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, not ${v}`);
-    return n;
-  };
+  const int = intOption;
   return {
     runs: int('runs', values.runs, 1),
     storm: int('storm', values.storm, 2),

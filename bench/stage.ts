@@ -21,7 +21,7 @@ import { parsePortal } from '../src/common/validate.js';
 import { blockCapability, mountCapability, startSimDriver, type SimDriver } from '../test/helpers/sim-driver.js';
 import { cpuBetween, cpuSnapshot, type CpuRole, type CpuUse } from './cpu.js';
 import { commandLabel, installInstrumentation, isLogin, recordCommands, Recorder, type CommandEvent } from './instrument.js';
-import { formatTally, max, ms, overlap, percentile, sum, table, tally } from './stats.js';
+import { formatTally, intOption, max, ms, overlap, percentile, sum, table, tally } from './stats.js';
 
 const MiB = 1024 * 1024;
 const IQN_PREFIX = 'iqn.2026-11.dev.bench';
@@ -66,11 +66,7 @@ function parseOptions(): Options {
     console.log('usage: node dist/bench/stage.js [--runs N=10] [--warmup N=1] [--storm LUNS=32] [--lun-mib MiB=16] [--link-runs N=200] [--limit-minutes M=10] [--storm-rounds N=3]');
     process.exit(0);
   }
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, not ${v}`);
-    return n;
-  };
+  const int = intOption;
   return {
     runs: int('runs', values.runs, 1),
     warmup: int('warmup', values.warmup, 0),

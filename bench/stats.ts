@@ -53,3 +53,10 @@ export function table(rows: string[][], indent = '  '): string {
 export function overlap(a: { start: number; end: number }, b: { start: number; end: number }): number {
   return Math.max(0, Math.min(a.end, b.end) - Math.max(a.start, b.start));
 }
+
+/** A command-line flag's value as an integer of at least `min`, or an error naming the flag. */
+export function intOption(name: string, v: string | undefined, min: number): number {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < min) throw new Error(`--${name} must be an integer ≥ ${min}, not ${v}`);
+  return n;
+}
