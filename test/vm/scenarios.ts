@@ -545,6 +545,123 @@ const deadPortal: Scenario = {
   },
 };
 
+/** Writes `text` to `dir`/`name` and fsyncs the file and its directory (the entry is on the LUN too). */
+function writeSynced(dir: string, name: string, text: string): void {
+  const fd = openSync(join(dir, name), 'w');
+  try {
+    writeSync(fd, text);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  const dfd = openSync(dir, 'r');
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/**
+ * A snapshot on the guest's pool (tmpfs: no reflinks) and a volume restored from it, larger than its
+ * source, staged on the real kernel: it has the file written before the snapshot and not the one
+ * written after. Snapshotting the volume while it is published is refused (FAILED_PRECONDITION, naming
+ * reflinks) with nothing left in the pool; unpublished, it is byte-copied. Every file goes with its object.
+ */
+const snapshotRestore: Scenario = {
+  name: 'snapshot of an ext4 volume byte-copied on a pool without reflinks (refused while published), restored larger: the file written before is there, the one after is not',
+  async run(d) {
+    const disks = scsiDisks();
+    const poolDir = join(BASE, 'pool');
+    const poolBefore = readdirSync(poolDir).sort();
+    const call = <T>(method: string, req: object) => d.client.call<T>('Controller', method, req, CALL_TIMEOUT_MS);
+    const bytes = 8 * MiB;
+    const cap = mountCapability('ext4');
+    const src = await provision(d, 'snapshot-src', cap, 'mount', bytes, { fsType: 'ext4' });
+    const before = `before the snapshot ${Date.now()}`;
+    const after = `after the snapshot ${Date.now()}`;
+    await src.stage();
+    await src.publish();
+    writeSynced(src.target, 'a.txt', before);
+
+    // published, staged, logged in: a byte copy would not be point-in-time
+    const poolWithSrc = readdirSync(poolDir).sort();
+    const refused = await call('CreateSnapshot', { name: 'snapshot-a', source_volume_id: src.id }).then(() => null, (e: { code?: number; details?: string }) => e);
+    check(refused !== null && refused.code === 9, `CreateSnapshot of a published volume on tmpfs answered ${refused ? `${refused.code} ${refused.details}` : 'OK'}, not FAILED_PRECONDITION`);
+    check(/reflink/.test(refused.details ?? '') && refused.details!.includes(src.id), `the refusal does not name reflinks and the volume: ${refused.details}`);
+    check(JSON.stringify(readdirSync(poolDir).sort()) === JSON.stringify(poolWithSrc), `the refused snapshot changed the pool: ${readdirSync(poolDir).join(', ')}`);
+    check(readFileSync(join(src.target, 'a.txt'), 'utf8') === before, 'file A unreadable after the refusal');
+
+    // unused: unpublished, unstaged, controller-unpublished; then copied
+    await src.unpublish();
+    await src.unstage();
+    await call('ControllerUnpublishVolume', { volume_id: src.id, node_id: d.nodeId });
+    await checkTargetGone(src.iqn, disks);
+    const t0 = performance.now();
+    const { snapshot } = await call<{ snapshot: { snapshot_id: string; source_volume_id: string; size_bytes: string | number; ready_to_use: boolean } }>('CreateSnapshot', { name: 'snapshot-a', source_volume_id: src.id });
+    const snapS = (performance.now() - t0) / 1000;
+    check(snapshot.ready_to_use === true, `ready_to_use ${String(snapshot.ready_to_use)}`);
+    check(Number(snapshot.size_bytes) === bytes, `size_bytes ${snapshot.size_bytes}, the source has ${bytes}`);
+    check(snapshot.source_volume_id === src.id, `source_volume_id ${snapshot.source_volume_id}`);
+    const hex = snapshot.snapshot_id.split(':').pop()!;
+    const snapFiles = readdirSync(poolDir).filter((f) => f.includes(hex));
+    check(snapFiles.length === 1, `the snapshot's files in the pool: ${JSON.stringify(snapFiles)}`);
+
+    // written after the snapshot, through a restage
+    await src.controllerPublish();
+    await src.stage();
+    await src.publish();
+    check(readFileSync(join(src.target, 'a.txt'), 'utf8') === before, 'file A lost across the restage');
+    writeSynced(src.target, 'b.txt', after);
+    await src.unpublish();
+    await src.unstage();
+    await call('ControllerUnpublishVolume', { volume_id: src.id, node_id: d.nodeId });
+
+    // restored, larger than its source
+    const restored = new Vol(d, 'snapshot-restored', cap, 'mount');
+    mkdirSync(join(KUBELET, restored.name), { recursive: true });
+    const bigger = bytes + 4 * MiB;
+    const r = await call<{ volume: Volume & { content_source?: { snapshot?: { snapshot_id: string } } | null } }>('CreateVolume', {
+      name: restored.name, capacity_range: { required_bytes: bigger }, volume_capabilities: [cap], parameters: { fsType: 'ext4' },
+      volume_content_source: { snapshot: { snapshot_id: snapshot.snapshot_id } },
+    });
+    restored.volume = r.volume;
+    check(Number(r.volume.capacity_bytes) === bigger, `restored capacity_bytes ${r.volume.capacity_bytes}, asked ${bigger}`);
+    check(r.volume.content_source?.snapshot?.snapshot_id === snapshot.snapshot_id, `restored content_source ${JSON.stringify(r.volume.content_source)}`);
+    await restored.controllerPublish();
+    await restored.stage();
+    const m = mountsAt(restored.staging);
+    check(m.length === 1 && m[0]!.fsType === 'ext4', `restored staging path mounts: ${JSON.stringify(m)}`);
+    await restored.publish();
+    const disk = scsiDisks().find((x) => !disks.includes(x));
+    const sectors = disk ? Number(readFileSync(`/sys/block/${disk}/size`, 'utf8')) : 0;
+    check(sectors * 512 === bigger, `the restored LUN (${disk}) is ${sectors * 512} bytes, not ${bigger}`);
+    const a = existsSync(join(restored.target, 'a.txt')) ? readFileSync(join(restored.target, 'a.txt'), 'utf8') : undefined;
+    check(a === before, `file A in the restored volume: ${JSON.stringify(a)}, written ${JSON.stringify(before)}`);
+    check(!existsSync(join(restored.target, 'b.txt')), 'file B (written after the snapshot) is in the restored volume');
+    const fsTotal = bytesTotal(await restored.stats());
+
+    // the source still has both
+    await src.controllerPublish();
+    await src.stage();
+    await src.publish();
+    check(readFileSync(join(src.target, 'b.txt'), 'utf8') === after, 'file B lost from the source');
+
+    await restored.teardown();
+    await src.teardown();
+    await checkTargetGone(restored.iqn, disks);
+    await checkTargetGone(src.iqn, disks);
+    await call('DeleteSnapshot', { snapshot_id: snapshot.snapshot_id });
+    const left = readdirSync(poolDir).filter((f) => f.includes(hex));
+    check(left.length === 0, `the snapshot's files left in the pool: ${left.join(', ')}`);
+    const poolAfter = readdirSync(poolDir).sort();
+    check(JSON.stringify(poolAfter) === JSON.stringify(poolBefore), `pool ${JSON.stringify(poolAfter)}, before the scenario ${JSON.stringify(poolBefore)}`);
+    const listed = await call<{ entries: unknown[] }>('ListSnapshots', { snapshot_id: snapshot.snapshot_id });
+    check(listed.entries.length === 0, 'the deleted snapshot is still listed');
+    return `copied in ${snapS.toFixed(1)} s; refused while published: ${refused.details!.slice(0, 90)}…; restored ${bigger / MiB} MiB LUN, ext4 total ${(fsTotal / MiB).toFixed(1)} MiB as staged`;
+  },
+};
+
 /** Writes and fsyncs files through `dir` until stopped; counts write errors. */
 function backgroundWriter(dir: string): { stop: () => Promise<{ writes: number; errors: string[] }> } {
   let running = true;
@@ -1194,6 +1311,7 @@ const SCENARIOS: Scenario[] = [
   chap,
   ownInitiator,
   deadPortal,
+  snapshotRestore,
   expansion('ext4', 64 * MiB, 128 * MiB),
   expansion('xfs', 320 * MiB, 400 * MiB),
   killedMidStage,
