@@ -15,7 +15,7 @@ import { createNodeService } from './node/service.js';
 import type { ControllerService } from './controller/service.js';
 import { Sysfs } from './node-host/sysfs.js';
 import type { MetricsEndpoint } from './metrics/endpoint.js';
-import { logNodeChecks, STARTUP_CHECKS_DELAY_MS } from './doctor/startup.js';
+import { logNodeChecks } from './doctor/startup.js';
 
 export interface DriverHandle {
   socketPath: string;
@@ -102,14 +102,12 @@ export async function startDriver(cfg: Config, logger: Logger, commandRunner: Co
   healer?.start();
   logger.info({ endpoint: cfg.endpoint, mode: cfg.mode, driver: cfg.driverName, version: VERSION, services: services.map((s) => s.name) }, 'serving');
   // the doctor's node checks, logged once the socket listens: serving never waits for them
-  const nodeChecksTimer = serveNode ? setTimeout(() => void logNodeChecks(cfg, logger, cfg.node.kubeletDir), STARTUP_CHECKS_DELAY_MS) : undefined;
-  nodeChecksTimer?.unref();
+  if (serveNode) void logNodeChecks(cfg, logger, cfg.node.kubeletDir);
   return {
     socketPath,
     runner: commandRunner,
     ...(endpoint ? { metricsAddress: endpoint.address } : {}),
     stop: async () => {
-      clearTimeout(nodeChecksTimer);
       await healer?.stop(cfg.timeouts.shutdownGraceMs);
       await server.stop();
       await controller?.stop();

@@ -1,17 +1,11 @@
-// The node plugin runs the doctor's node checks once at start, shortly after its socket listens (serving
-// never waits for them), and logs one warn line per check that is not ok and an info summary: an operator
+// The node plugin runs the doctor's node checks once at start, after its socket listens (serving never
+// waits for them), and logs one warn line per check that is not ok and an info summary: an operator
 // reading the pod's log sees what `iscsi-csi doctor` would say.
 import type { Config } from '../config.js';
 import type { Logger } from '../log.js';
 import { ProcessRunner } from '../runner.js';
 import { summarize } from './check.js';
 import { nodeChecks, notesOf } from './run.js';
-
-/**
- * The checks start this long after the socket listens: after kubelet's registration calls
- * (GetPluginInfo, NodeGetInfo, the first Probe), which they would otherwise compete with for the CPU.
- */
-export const STARTUP_CHECKS_DELAY_MS = 2_000;
 
 /** Each start-up check command is bounded by this (a hung tool must not keep the checks around). */
 export const STARTUP_COMMAND_TIMEOUT_MS = 5_000;

@@ -2,7 +2,7 @@
 // the by-path link udev creates for an iSCSI LUN and the multipath map that may take the path over.
 // Waits watch the directories (inotify through fs.watch) and fall back to a short poll; the watch is
 // in place before the first check, so an entry created in between is never missed.
-import { watch, promises as fs, realpathSync, statSync, type FSWatcher } from 'node:fs';
+import { watch, promises as fs, type FSWatcher } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { errnoCode } from '../errors.js';
 import type { MultipathHolder, Sysfs } from './sysfs.js';
@@ -212,9 +212,12 @@ export class Devices {
 
   /** Whether `node` is the block device the kernel lists as `disk` (same major:minor). */
   private async isNodeOf(node: string, disk: string): Promise<boolean> {
-    // synchronous stat and realpath below: /dev is devtmpfs, in memory
-    const st = statSync(node, { throwIfNoEntry: false });
-    if (!st) return false;
+    let st;
+    try {
+      st = await fs.stat(node);
+    } catch {
+      return false;
+    }
     if (!st.isBlockDevice()) return false;
     const number = await this.sysfs.deviceNumber(disk);
     return number === null || number === `${major(st.rdev)}:${minor(st.rdev)}`;
@@ -307,7 +310,7 @@ function minor(rdev: number): number {
 /** The real path of `path` if it (and, for a link, its target) exists, else null. */
 export async function resolveExisting(path: string): Promise<string | null> {
   try {
-    return realpathSync.native(path);
+    return await fs.realpath(path);
   } catch (e) {
     if (['ENOENT', 'ENOTDIR', 'ELOOP'].includes(errnoCode(e) ?? '')) return null;
     throw e;

@@ -2,7 +2,7 @@
 // SCSI host carries the session to a portal, which block devices a LUN has, multipath holders, and the
 // control files that scan a LUN or delete a device. One walk builds a topology snapshot that answers
 // every question an attach or detach step asks, so an operation reads sysfs once.
-import { constants as fsConstants, promises as fs, readdirSync, readFileSync } from 'node:fs';
+import { constants as fsConstants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, InvalidArgument, NotFound, Unavailable } from '../errors.js';
@@ -125,13 +125,13 @@ function assertDeviceName(name: string): string {
   return name;
 }
 
-// Reads are synchronous: sysfs is kernel memory (kernfs), a read or a directory listing does no device
-// I/O and answers in microseconds, where each thread-pool round trip (open, fstat, read, close) costs
-// tens of them in the driver's CPU; a stage or a stats call reads a few dozen entries. Control-file
-// writes (scan, delete) stay asynchronous: those start kernel work.
+// Reads stay asynchronous: on the real kernel a storm of device waits re-reads these on every new
+// disk, and synchronous reads there (slow syscalls under load, an attribute read that takes a socket
+// lock) held the event loop so long that other stages' bounded device reads timed out
+// (make vm-test, the 32-volume ext4 storm). A question about one LUN reads only that LUN instead.
 async function readAttr(path: string): Promise<string | null> {
   try {
-    return readFileSync(path, 'utf8').replace(/\n$/, '');
+    return (await fs.readFile(path, 'utf8')).replace(/\n$/, '');
   } catch {
     // missing attribute, or a kernel read error (ENOTCONN while a connection is down, EACCES, EIO)
     return null;
@@ -140,7 +140,7 @@ async function readAttr(path: string): Promise<string | null> {
 
 async function listDir(path: string): Promise<string[]> {
   try {
-    return readdirSync(path);
+    return await fs.readdir(path);
   } catch (e) {
     if (['ENOENT', 'ENOTDIR'].includes(errnoCode(e) ?? '')) return [];
     throw e;
@@ -148,12 +148,12 @@ async function listDir(path: string): Promise<string[]> {
 }
 
 /** `targetH:C:T` → `[H:C:T:L]` when that LUN's directory exists, else `[]`. */
-function oneLun(targetDir: string, lun: number): string[] {
+async function oneLun(targetDir: string, lun: number): Promise<string[]> {
   const m = /target(\d+):(\d+):(\d+)$/.exec(targetDir);
   if (!m) return [];
   const hctl = `${m[1]}:${m[2]}:${m[3]}:${lun}`;
   try {
-    readdirSync(join(targetDir, hctl));
+    await fs.access(join(targetDir, hctl));
     return [hctl];
   } catch {
     return [];
@@ -261,7 +261,7 @@ export class Sysfs {
   }
 
   private async readTargetLuns(targetDir: string, onlyLun?: number): Promise<ScsiLunInfo[]> {
-    const luns = onlyLun === undefined ? (await listDir(targetDir)).filter((e) => HCTL_RE.test(e)) : oneLun(targetDir, onlyLun);
+    const luns = onlyLun === undefined ? (await listDir(targetDir)).filter((e) => HCTL_RE.test(e)) : await oneLun(targetDir, onlyLun);
     return Promise.all(
       luns.map(async (hctl) => {
         const [, h, c, t, l] = HCTL_RE.exec(hctl)!.map(Number);
