@@ -13,6 +13,7 @@ import type { Logger } from '../log.js';
 import { clonedIfaceName, formatPortal, parsePortal, type Portal } from '../common/validate.js';
 import { metricsOf, type NodeHost } from './ports.js';
 import { checkMapIdentity, checkPathIdentity } from './identity.js';
+import type { StepTimes } from '../common/step-times.js';
 import type { TargetSpec } from '../contract/volume-context.js';
 
 /** What an attach will use, known before it changes anything on the host. */
@@ -67,21 +68,22 @@ interface FoundPaths {
 /**
  * Attaches the target's LUN on every portal that answers. `beforeHostChanges` gets the plan once the
  * portals are resolved and the iface named, before the first iface clone or login: the caller records
- * the attach there, so the target counts as in use and a crash leaves enough to clean up.
+ * the attach there, so the target counts as in use and a crash leaves enough to clean up. Each step's
+ * time is added to `steps`.
  */
-export async function attach(host: NodeHost, target: TargetSpec, volumeId: string, log: Logger, beforeHostChanges: (plan: AttachPlan) => Promise<void>): Promise<Attached> {
-  const plan = await planAttach(host, target, volumeId);
-  await beforeHostChanges(plan);
-  const { iface, transport } = await prepareIface(host, plan.target, plan.clonedIface, log);
-  const outcomes = await connectPortals(host, plan.target, iface, log);
-  const found = await waitForPaths(host, plan.target, outcomes, transport, log);
+export async function attach(host: NodeHost, target: TargetSpec, volumeId: string, log: Logger, beforeHostChanges: (plan: AttachPlan) => Promise<void>, steps: StepTimes): Promise<Attached> {
+  const plan = await steps.time('plan', () => planAttach(host, target, volumeId));
+  await steps.time('record', () => beforeHostChanges(plan));
+  const { iface, transport } = await steps.time('iface', () => prepareIface(host, plan.target, plan.clonedIface, log));
+  const outcomes = await connectPortals(host, plan.target, iface, log, steps);
+  const found = await steps.time('deviceWait', () => waitForPaths(host, plan.target, outcomes, transport, log));
   // before anything can write to them: every path is the volume's LUN, then the map over them
-  const wwid = await checkPathIdentity(host, plan.target, found.paths);
-  const multipath = await findMultipath(host, found.paths, log);
+  const wwid = await steps.time('identity', () => checkPathIdentity(host, plan.target, found.paths));
+  const multipath = await steps.time('multipath', () => findMultipath(host, found.paths, log));
   if (multipath) checkMapIdentity(plan.target, multipath, wwid);
   const devicePath = multipath ? host.devices.devicePath(multipath.dm) : found.paths[0]!.stablePath;
   const attached = { devicePath, ...found, ...(multipath ? { multipath } : {}), ...(wwid ? { wwid } : {}) };
-  return { ...attached, stableDevicePath: () => stableDevicePath(host, plan.target, attached, transport) };
+  return { ...attached, stableDevicePath: () => steps.time('stableName', () => stableDevicePath(host, plan.target, attached, transport)) };
 }
 
 /** Host names become addresses (node records, sysfs and by-path use those); a volume's own initiator name gets its own iface. */
@@ -109,8 +111,10 @@ async function prepareIface(host: NodeHost, target: TargetSpec, clonedName: stri
  * Step 3–5 under the target lock: make every portal's session exist and ask for this one LUN. Returns
  * per portal whether a session is there. The lock is held for login/scan only, never for a device wait.
  */
-async function connectPortals(host: NodeHost, target: TargetSpec, iface: string, log: Logger): Promise<PortalOutcome[]> {
-  return host.targetLocks.withLock(target.iqn, async () => {
+async function connectPortals(host: NodeHost, target: TargetSpec, iface: string, log: Logger, steps: StepTimes): Promise<PortalOutcome[]> {
+  const asked = performance.now();
+  return host.targetLocks.withLock(target.iqn, () => steps.time('connect', async () => {
+    steps.add('lockWait', performance.now() - asked);
     const hosts = await host.sysfs.portalHostMap(target.iqn, iface);
     return Promise.all(target.portals.map(async (portal): Promise<PortalOutcome> => {
       const key = formatPortal(portal);
@@ -127,7 +131,7 @@ async function connectPortals(host: NodeHost, target: TargetSpec, iface: string,
         return { portal, key, ok: false, error: toCsiError(e) };
       }
     }));
-  });
+  }));
 }
 
 /**

@@ -10,12 +10,13 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Unavailable } from '../errors.js';
 import { orThrow, type NodeRef } from '../node-host/iscsiadm.js';
 import { formatPortal, parsePortal } from '../common/validate.js';
+import type { StepTimes } from '../common/step-times.js';
 
 /** Devices first, then (the record marked `detaching`) the session if no one else uses it, then a cloned iface. */
-export async function detach(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
-  await removeDevices(host, record, log);
-  await markDetaching(host, record, log);
-  await logoutIfUnused(host, record, log);
+export async function detach(host: NodeHost, record: VolumeRecord, log: Logger, steps: StepTimes): Promise<void> {
+  await steps.time('removeDevices', () => removeDevices(host, record, log));
+  await steps.time('record', () => markDetaching(host, record, log));
+  await logoutIfUnused(host, record, log, steps);
   if (record.clonedIface) orThrow(await host.iscsi.deleteIface(record.clonedIface));
 }
 
@@ -65,8 +66,10 @@ export async function removeScsiDevices(host: NodeHost, devices: string[], log: 
  * metadata store under the target lock, so an attach in progress (its record is saved before its
  * login) is counted too, also one from another driver process; one whose devices are already gone is not.
  */
-async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger): Promise<boolean> {
-  return host.targetLocks.withLock(record.iqn, async () => {
+async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger, steps: StepTimes): Promise<boolean> {
+  const asked = performance.now();
+  return host.targetLocks.withLock(record.iqn, () => steps.time('logout', async () => {
+    steps.add('lockWait', performance.now() - asked);
     // a record marked `detaching` has no devices left and needs no session: when every volume of a
     // target is unstaged at once, the last one to get here logs out, whoever's record is still on disk
     const others = (await host.metadata.listByTarget(record.iqn, record.volumeId)).filter((r) => r.phase !== 'detaching');
@@ -99,7 +102,7 @@ async function logoutIfUnused(host: NodeHost, record: VolumeRecord, log: Logger)
     }
     if (others.length > 0) log.info({ iqn: record.iqn, stillUsedBy: others.length }, 'target still used by other volumes on this node: session kept');
     return loggedOut;
-  });
+  }));
 }
 
 /** Between two logouts of a session iscsid does not know yet. */

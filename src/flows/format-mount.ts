@@ -8,17 +8,22 @@ import type { FsType } from '../common/validate.js';
 import type { MountTable, NodeHost } from './ports.js';
 import type { ProbeResult } from '../node-host/filesystem.js';
 import type { MountInfoEntry } from '../node-host/mounts.js';
+import type { StepTimes } from '../common/step-times.js';
 
-export async function formatAndMount(host: NodeHost, device: string, stagingPath: string, fsType: FsType, mountFlags: string[], readonly: boolean, log: Logger): Promise<void> {
-  const found = await host.fs.probe(device);
+export async function formatAndMount(host: NodeHost, device: string, stagingPath: string, fsType: FsType, mountFlags: string[], readonly: boolean, log: Logger, steps: StepTimes): Promise<void> {
+  const found = await steps.time('probe', () => host.fs.probe(device));
   if (!found.hasData) {
     if (readonly) throw new FailedPrecondition(`${device} holds no filesystem and the volume is read-only: nothing to mount`);
-    await refuseUnrecognisedData(host, device);
-    await host.fs.mkfs(device, fsType);
+    await steps.time('probe', () => refuseUnrecognisedData(host, device));
+    await steps.time('mkfs', () => host.fs.mkfs(device, fsType));
     log.info({ device, fsType }, 'formatted an empty device');
   } else if (found.fsType !== fsType || found.ambivalent) {
     throw new FailedPrecondition(`${device} already holds ${describe(found)}, not the requested ${fsType}; refusing to reformat it (its data is left untouched)`);
   }
+  await steps.time('mount', () => mountUnlessMounted(host, device, stagingPath, fsType, mountFlags, readonly, log));
+}
+
+async function mountUnlessMounted(host: NodeHost, device: string, stagingPath: string, fsType: FsType, mountFlags: string[], readonly: boolean, log: Logger): Promise<void> {
   await host.paths.ensureDir(stagingPath);
   if (await mountedAlready(host, device, stagingPath, readonly, log)) return;
   await host.mounts.mount(device, stagingPath, fsType, readonly ? ['ro', ...mountFlags] : mountFlags);

@@ -13,6 +13,7 @@ import { detach } from './detach.js';
 import { FailedPrecondition } from '../errors.js';
 import { checkStagingPath, formatAndMount, lunMounts, unmountIfMounted } from './format-mount.js';
 import type { NodeHost } from './ports.js';
+import { StepTimes } from '../common/step-times.js';
 
 export type VolumeAccess =
   | { kind: 'mount'; fsType: FsType; mountFlags: string[] }
@@ -30,11 +31,12 @@ export interface StageSpec {
 
 /** `existing`: the volume's record found before the call (a stage whose mount or device is gone, or a half-done unstage). */
 export async function stage(host: NodeHost, spec: StageSpec, existing: VolumeRecord | null, log: Logger): Promise<void> {
-  await checkStagingPath(host, spec.stagingPath, spec.access.kind, spec.target.iqn, spec.target.lun);
+  const steps = new StepTimes();
+  await steps.time('check', () => checkStagingPath(host, spec.stagingPath, spec.access.kind, spec.target.iqn, spec.target.lun));
   if (existing?.phase === 'detaching') {
     // an unstage that failed half way (its logout timed out): finish it from its own record first, so
     // a session to portals this request no longer names is not left behind
-    await detach(host, existing, log).catch((e: Error) => log.warn({ err: e.message }, 'finishing the earlier unstage failed; staging anyway'));
+    await detach(host, existing, log, steps).catch((e: Error) => log.warn({ err: e.message }, 'finishing the earlier unstage failed; staging anyway'));
   }
   let record: VolumeRecord | undefined;
   try {
@@ -43,16 +45,16 @@ export async function stage(host: NodeHost, spec: StageSpec, existing: VolumeRec
       // Saved before the first login, so the target counts as in use and a crash leaves enough to clean up.
       await host.metadata.save(attaching);
       record = attaching;
-    });
+    }, steps);
     if (spec.access.kind === 'mount') {
-      await formatAndMount(host, attached.devicePath, spec.stagingPath, spec.access.fsType, spec.access.mountFlags, spec.readonly, log);
+      await formatAndMount(host, attached.devicePath, spec.stagingPath, spec.access.fsType, spec.access.mountFlags, spec.readonly, log, steps);
     }
     const devicePath = await attached.stableDevicePath();
-    await host.metadata.save(stagedRecord(record!, attached, devicePath));
-    log.info({ device: devicePath, paths: attached.paths.length, deadPortals: attached.deadPortals.length }, 'staged');
+    await steps.time('record', () => host.metadata.save(stagedRecord(record!, attached, devicePath)));
+    log.info({ device: devicePath, paths: attached.paths.length, deadPortals: attached.deadPortals.length, steps: steps.byStep() }, 'staged');
   } catch (e) {
     // nothing to undo before the record is saved: the host is not changed before that
-    if (record) await undoStage(host, record, log);
+    if (record) await undoStage(host, record, log, steps);
     throw e;
   }
 }
@@ -71,12 +73,18 @@ export async function stillStaged(host: NodeHost, record: VolumeRecord): Promise
  * anywhere else; then its devices, session (if no one else uses it), clone, and its record.
  */
 export async function unstage(host: NodeHost, record: VolumeRecord, log: Logger, alsoUnmount: string[] = []): Promise<void> {
+  const steps = new StepTimes();
+  await steps.time('check', () => unmountAll(host, record, alsoUnmount));
+  await detach(host, record, log, steps);
+  await steps.time('record', () => host.metadata.remove(record.volumeId));
+  log.info({ iqn: record.iqn, lun: record.lun, steps: steps.byStep() }, 'unstaged');
+}
+
+/** Refused while published; the staging path and `alsoUnmount` unmounted; refused under a foreign mount. */
+async function unmountAll(host: NodeHost, record: VolumeRecord, alsoUnmount: string[]): Promise<void> {
   await refuseWhilePublished(host, record);
   for (const path of new Set([...alsoUnmount, record.stagingPath])) await unmountIfMounted(host.mounts, path);
   await refuseUnderForeignMounts(host, record);
-  await detach(host, record, log);
-  await host.metadata.remove(record.volumeId);
-  log.info({ iqn: record.iqn, lun: record.lun }, 'unstaged');
 }
 
 async function refuseWhilePublished(host: NodeHost, record: VolumeRecord): Promise<void> {
@@ -131,10 +139,10 @@ function stagedRecord(attaching: VolumeRecord, attached: Attached, devicePath: s
 }
 
 /** A failed stage leaves nothing it made: mount, devices, its session (if no one else uses it), clone, record. */
-async function undoStage(host: NodeHost, record: VolumeRecord, log: Logger): Promise<void> {
+async function undoStage(host: NodeHost, record: VolumeRecord, log: Logger, steps: StepTimes): Promise<void> {
   try {
     await unmountIfMounted(host.mounts, record.stagingPath);
-    await detach(host, record, log);
+    await detach(host, record, log, steps);
     await host.metadata.remove(record.volumeId);
   } catch (e) {
     // The record stays: NodeUnstage (or the next stage) finishes the cleanup from it.

@@ -5,6 +5,7 @@ import { status } from '@grpc/grpc-js';
 import { stage, unstage, type StageSpec } from '../../src/flows/stage.js';
 import { attach } from '../../src/flows/attach.js';
 import { clonedIfaceName } from '../../src/common/validate.js';
+import { StepTimes } from '../../src/common/step-times.js';
 import { FakeHost, rejectionOf } from '../fake/host.js';
 import { chap, IQN, OWN_INITIATOR, P1, P2, stageSpec, stagingPathOf, targetOf } from '../fake/specs.js';
 
@@ -125,7 +126,7 @@ describe('attach: order of the steps', () => {
     const seen: string[] = [];
     const attached = await attach(fake.host, targetOf({ initiatorName: OWN_INITIATOR }), 'vol-a', fake.log, async (plan) => {
       seen.push(`${plan.iface} ${plan.clonedIface} ${plan.target.portals.length} after ${fake.ops('iscsi.').length} iscsi calls`);
-    });
+    }, new StepTimes());
     const clone = clonedIfaceName('default', 'vol-a');
     expect(seen).toEqual([`${clone} ${clone} 1 after 0 iscsi calls`]);
     expect(attached.paths.map((p) => p.portal)).toEqual([P1]);
@@ -280,5 +281,39 @@ describe('attach: the device name recorded', () => {
     fake.faults.byPathLinks = 'never';
     await stage(fake.host, stageSpec('vol-a', { block: true }), null, fake.log);
     expect(fake.record('vol-a')!.devicePath).toBe('/dev/sdb');
+  });
+});
+
+describe('stage and unstage: where the time went', () => {
+  it('logs each step of a stage with its time: the stage second at the target lock waits while the first logs in', async () => {
+    const fake = new FakeHost().addTarget({ iqn: IQN, portals: [P1], luns: { 0: {}, 1: {} } });
+    const login = fake.host.iscsi.login.bind(fake.host.iscsi);
+    fake.host.iscsi.login = async (node) => {
+      await new Promise((r) => setTimeout(r, 60));
+      return login(node);
+    };
+    const a = fake.log.child({ volumeId: 'vol-a' });
+    const b = fake.log.child({ volumeId: 'vol-b' });
+    await Promise.all([
+      stage(fake.host, stageSpec('vol-a', { portals: [P1], lun: 0 }), null, a),
+      stage(fake.host, stageSpec('vol-b', { portals: [P1], lun: 1, block: true }), null, b),
+    ]);
+    const staged = (id: string) => fake.logs.find((l) => l.msg === 'staged' && l.volumeId === id)!.steps as Record<string, number>;
+    const first = staged('vol-a');
+    const second = staged('vol-b');
+    expect(Object.keys(first)).toEqual(['check', 'plan', 'record', 'iface', 'lockWait', 'connect', 'deviceWait', 'identity', 'multipath', 'probe', 'mkfs', 'mount', 'stableName']);
+    // a block volume is neither probed, formatted nor mounted
+    expect(Object.keys(second)).toEqual(['check', 'plan', 'record', 'iface', 'lockWait', 'connect', 'deviceWait', 'identity', 'multipath', 'stableName']);
+    // whichever got the lock first logged in (60 ms) while the other waited for it, then only scanned
+    const [loggedIn, waited] = first.connect! > second.connect! ? [first, second] : [second, first];
+    expect(loggedIn.connect).toBeGreaterThanOrEqual(55);
+    expect(loggedIn.lockWait).toBeLessThan(30);
+    expect(waited.lockWait).toBeGreaterThanOrEqual(50);
+    expect(waited.connect).toBeLessThan(30);
+    for (const ms of [...Object.values(first), ...Object.values(second)]) expect(ms).toBeGreaterThanOrEqual(0);
+
+    await unstage(fake.host, fake.record('vol-a')!, a);
+    const unstaged = fake.logs.find((l) => l.msg === 'unstaged' && l.volumeId === 'vol-a')!.steps as Record<string, number>;
+    expect(Object.keys(unstaged)).toEqual(['check', 'removeDevices', 'record', 'lockWait', 'logout']);
   });
 });

@@ -2,6 +2,7 @@
 // record, another user's LUN), sessions are per (target, portal, iface), a `detaching` record is no user.
 import { describe, expect, it } from 'vitest';
 import { detach } from '../../src/flows/detach.js';
+import { StepTimes } from '../../src/common/step-times.js';
 import { stage, unstage } from '../../src/flows/stage.js';
 import { clonedIfaceName } from '../../src/common/validate.js';
 import { ResourceExhausted, Unavailable } from '../../src/errors.js';
@@ -156,14 +157,14 @@ describe('detach: devices', () => {
     const fake = fakeWithTarget();
     await staged(fake, 'vol-a', { lun: 0 });
     const rec = { ...fake.record('vol-a')!, devices: ['sdz'] };
-    await detach(fake.host, rec, fake.log);
+    await detach(fake.host, rec, fake.log, new StepTimes());
     expect(fake.callsOf('sysfs.deleteDevice').map((c) => c.detail)).toEqual(['sdb']);
   });
 
   it('marks the record detaching once the devices are gone and before the logout', async () => {
     const fake = fakeWithTarget();
     await staged(fake, 'vol-a', { lun: 0 });
-    await detach(fake.host, fake.record('vol-a')!, fake.log);
+    await detach(fake.host, fake.record('vol-a')!, fake.log, new StepTimes());
     const marked = fake.indexOf('metadata.save', 'vol-a detaching');
     expect(fake.indexOf('sysfs.deleteDevice')).toBeLessThan(marked);
     expect(marked).toBeLessThan(fake.indexOf('iscsi.logout'));

@@ -430,6 +430,71 @@ const twoLuns: Scenario = {
   },
 };
 
+/** Clock ticks of the guest's CPUs (busy, and in all) and of one process (its own, and its waited-for children's). */
+interface CpuTicks { busy: number; total: number; own: number; children: number; pid: number | undefined; processes: Map<number, { comm: string; ticks: number }> }
+
+function cpuTicks(pid: number | undefined): CpuTicks {
+  const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
+  // user nice system idle iowait irq softirq steal (guest time is already in user)
+  const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
+  const busy = total - cpu[3]! - cpu[4]!;
+  let own = 0;
+  let children = 0;
+  if (pid !== undefined) {
+    // the fields after the command name: utime is the 12th, then stime, cutime, cstime
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ').map(Number);
+    own = fields[11]! + fields[12]!;
+    children = fields[13]! + fields[14]!;
+  }
+  return { busy, total, own, children, pid, processes: ticksByProcess() };
+}
+
+/** CPU ticks of every process by name (its own and its waited-for children's), from /proc/PID/stat. */
+function ticksByProcess(): Map<number, { comm: string; ticks: number }> {
+  const out = new Map<number, { comm: string; ticks: number }>();
+  for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '').replace(/[/:]+$/, '');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
+      out.set(Number(pid), { comm, ticks: f[11]! + f[12]! + f[13]! + f[14]! });
+    } catch {
+      // exited meanwhile
+    }
+  }
+  return out;
+}
+
+/** The processes (by name, kernel threads' numbers dropped) that used the most CPU between two snapshots. */
+function topProcesses(before: Map<number, { comm: string; ticks: number }>, after: Map<number, { comm: string; ticks: number }>, all: number, skip: number | undefined): string {
+  const byComm = new Map<string, number>();
+  for (const [pid, a] of after) {
+    if (pid === skip) continue;
+    const used = a.ticks - (before.get(pid)?.comm === a.comm ? before.get(pid)!.ticks : 0);
+    if (used > 0) byComm.set(a.comm, (byComm.get(a.comm) ?? 0) + used);
+  }
+  return [...byComm].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([comm, t]) => `${comm} ${Math.round((100 * t) / Math.max(1, all))}%`).join(', ');
+}
+
+/**
+ * Where a storm's time went: how busy the guest's CPUs were (the driver, the commands it ran, the rest:
+ * the kernel, udev, iscsid, tgtd, and the processes that used most of it), and per step of the driver's
+ * "staged"/"unstaged" lines of these volumes (mean and max per volume, in seconds), slowest first.
+ */
+function stormTrace(msg: 'staged' | 'unstaged', volumeIds: Set<string>, since: number, before: CpuTicks, after: CpuTicks): string {
+  const all = after.total - before.total;
+  const pct = (ticks: number) => `${Math.round((100 * ticks) / Math.max(1, all))}%`;
+  const driver = after.own - before.own;
+  const commands = after.children - before.children;
+  const cpu = `CPUs busy ${pct(after.busy - before.busy)} (driver ${pct(driver)}, its commands ${pct(commands)}, rest ${pct(after.busy - before.busy - driver - commands)}: ${topProcesses(before.processes, after.processes, all, after.pid)})`;
+  const lines = driverLogLines().filter((l) => l.msg === msg && volumeIds.has(String(l.volumeId)) && Date.parse(String(l.time)) >= since);
+  const byStep = new Map<string, number[]>();
+  for (const l of lines) for (const [step, ms] of Object.entries((l.steps ?? {}) as Record<string, number>)) byStep.set(step, [...(byStep.get(step) ?? []), ms]);
+  const steps = [...byStep].map(([step, ms]) => ({ step, mean: ms.reduce((a, b) => a + b, 0) / lines.length, max: Math.max(...ms) }))
+    .sort((a, b) => b.mean - a.mean).map((x) => `${x.step} ${(x.mean / 1000).toFixed(1)}/${(x.max / 1000).toFixed(1)}`);
+  return `${cpu}; ${lines.length} ${msg} lines, s per volume mean/max: ${steps.join(', ')}`;
+}
+
 const storm = (kind: 'mount' | 'block', count: number): Scenario => ({
   name: `storm: ${count} ${kind === 'mount' ? 'ext4' : 'block'} volumes of one target staged at once, one login`,
   async run(d) {
@@ -440,10 +505,13 @@ const storm = (kind: 'mount' | 'block', count: number): Scenario => ({
       const v = await provision(d, `storm-${kind}-${i}`, cap, kind, 16 * MiB, { targetMode: 'shared', sharedTarget: `storm-${kind}` });
       vols.push(v);
     }
+    const ids = new Set(vols.map((v) => v.id));
     const since = Date.now();
+    const cpu0 = cpuTicks(d.proc?.pid);
     const t0 = performance.now();
     const outcomes = await Promise.allSettled(vols.map((v) => v.stage()));
     const stageS = (performance.now() - t0) / 1000;
+    const cpu1 = cpuTicks(d.proc?.pid);
     const failed = outcomes.map((o, i) => (o.status === 'rejected' ? `${vols[i]!.name}: ${(o.reason as Error).message}` : '')).filter(Boolean);
     check(failed.length === 0, `${failed.length} of ${count} stages failed: ${failed.slice(0, 3).join('; ')}`);
     const logins = loginsLogged(vols[0]!.iqn, since);
@@ -452,13 +520,18 @@ const storm = (kind: 'mount' | 'block', count: number): Scenario => ({
     for (const v of vols) {
       if (kind === 'mount') check(mountsAt(v.staging).length === 1, `${v.name} not mounted`);
     }
+    const downSince = Date.now();
+    const cpu2 = cpuTicks(d.proc?.pid);
     const t1 = performance.now();
     const down = await Promise.allSettled(vols.map((v) => v.unstage()));
     const unstageS = (performance.now() - t1) / 1000;
+    const cpu3 = cpuTicks(d.proc?.pid);
     const downFailed = down.filter((o) => o.status === 'rejected').map((o) => ((o as PromiseRejectedResult).reason as Error).message);
     check(downFailed.length === 0, `${downFailed.length} unstages failed: ${downFailed.slice(0, 3).join('; ')}`);
     for (const v of vols) await v.destroy();
     await checkTargetGone(vols[0]!.iqn, disks);
+    process.stdout.write(`# storm ${kind} stage: ${stormTrace('staged', ids, since, cpu0, cpu1)}\n`);
+    process.stdout.write(`# storm ${kind} unstage: ${stormTrace('unstaged', ids, downSince, cpu2, cpu3)}\n`);
     return `stage ${stageS.toFixed(1)} s, unstage ${unstageS.toFixed(1)} s`;
   },
 });
