@@ -101,7 +101,19 @@ interface SessionDir {
   /** `session<sid>` */
   name: string;
   dir: string;
+  /** its target name */
+  iqn: string;
 }
+
+/** What never changes while a session exists: its SCSI host and its target. */
+interface KnownSession {
+  host: number;
+  iqn: string;
+}
+
+const SESSION_NAME_RE = /^session\d+$/;
+/** `class/iscsi_session/sessionS` → `…/hostH/sessionS/iscsi_session/sessionS` (open-iscsi.md §4.1). */
+const SESSION_LINK_RE = /(?:^|\/)host(\d+)\/session\d+\/iscsi_session\/session\d+$/;
 
 /** Canonical `addr:port` keys of a session's connections: persistent addresses first, then current ones. */
 function portalKeys(connections: IscsiConnectionInfo[]): string[] {
@@ -194,6 +206,13 @@ export async function writeControlFile(path: string, data: string, waitMs = CONT
 }
 
 export class Sysfs {
+  /**
+   * Sessions already read, by `sessionS`, while `class/iscsi_session` lists them: a question about one
+   * target reads that target's sessions (and new ones), not every session's target name, so stats and
+   * stages cost the same with 1 target on the node or 256.
+   */
+  readonly #sessions = new Map<string, KnownSession>();
+
   constructor(readonly sysRoot: string) {}
 
   private path(...parts: string[]): string {
@@ -201,52 +220,80 @@ export class Sysfs {
   }
 
   /**
-   * Walks `class/iscsi_host/host*\/device/session*` once: target name, state, connections and LUNs
-   * with their block devices. With `iqn`, LUNs are read only for that target's sessions; with `onlyLun`
+   * The sessions `class/iscsi_session` lists: target name, state, connections and LUNs with their
+   * block devices. With `iqn`, only that target's sessions are read; with `onlyLun`
    * too, only that LUN's directory is read (its H:C:T:L name is known), so the cost of asking about one
    * volume does not grow with the LUNs of its target already attached.
    */
   async topology(iqn?: string, onlyLun?: number): Promise<IscsiTopology> {
-    const found = await this.sessionDirs();
-    const sessions = await Promise.all(found.map((s) => this.readSession(s, iqn, onlyLun)));
+    const found = await this.sessionDirs(iqn);
+    const sessions = await Promise.all(found.map((s) => this.readSession(s, onlyLun)));
     return new IscsiTopology(sessions.filter((s): s is IscsiSessionInfo => s !== null).sort((a, b) => a.sid - b.sid));
   }
 
-  /** Every `class/iscsi_host/hostH/device/sessionS` directory, with H and S. */
-  private async sessionDirs(): Promise<SessionDir[]> {
-    const hosts = (await listDir(this.path('class', 'iscsi_host'))).filter((h) => /^host\d+$/.test(h));
-    const perHost = await Promise.all(
-      hosts.map(async (hostName) => {
-        const host = Number(hostName.slice(4));
-        const deviceDir = this.path('class', 'iscsi_host', hostName, 'device');
-        const names = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
-        return names.map((name) => ({ host, sid: Number(name.slice('session'.length)), name, dir: join(deviceDir, name) }));
-      }),
-    );
-    return perHost.flat();
+  /**
+   * The sessions `class/iscsi_session` lists (one directory read), each as its
+   * `class/iscsi_host/hostH/device/sessionS` directory; with `iqn`, only that target's. A session kept
+   * from an earlier call as another target's is not read again; one kept as this target's has its
+   * target name read again, since the name may be a newer session's by now.
+   */
+  private async sessionDirs(iqn?: string): Promise<SessionDir[]> {
+    const names = (await listDir(this.path('class', 'iscsi_session'))).filter((n) => SESSION_NAME_RE.test(n));
+    const listed = new Set(names);
+    for (const name of this.#sessions.keys()) if (!listed.has(name)) this.#sessions.delete(name);
+    const found = await Promise.all(names.map(async (name): Promise<SessionDir | null> => {
+      const known = this.#sessions.get(name);
+      if (known && iqn !== undefined && known.iqn !== iqn) return null;
+      let dir = known ? await this.confirmedSession(name, known) : null;
+      if (!dir) {
+        this.#sessions.delete(name);
+        dir = await this.readSessionPlace(name);
+        if (!dir) return null; // gone meanwhile, or not laid out as the kernel does
+        this.#sessions.set(name, { host: dir.host, iqn: dir.iqn });
+      }
+      return iqn === undefined || dir.iqn === iqn ? dir : null;
+    }));
+    return found.filter((d): d is SessionDir => d !== null);
   }
 
-  /** The session's target name, and its entries (connections, targets) when it is `onlyIqn`'s. */
-  private async sessionEntries(s: SessionDir, onlyIqn: string | undefined): Promise<{ iqn: string; entries: string[] } | null> {
-    const targetName = await readAttr(join(s.dir, 'iscsi_session', s.name, 'targetname'));
-    if (targetName === null || (onlyIqn !== undefined && targetName !== onlyIqn)) return null;
-    return { iqn: targetName, entries: await listDir(s.dir) };
+  private sessionDir(name: string, known: KnownSession): SessionDir {
+    return { host: known.host, sid: Number(name.slice('session'.length)), name, dir: this.path('class', 'iscsi_host', `host${known.host}`, 'device', name), iqn: known.iqn };
+  }
+
+  /** The kept session, when its directory under its host still names its target. */
+  private async confirmedSession(name: string, known: KnownSession): Promise<SessionDir | null> {
+    const s = this.sessionDir(name, known);
+    return (await readAttr(join(s.dir, 'iscsi_session', name, 'targetname'))) === known.iqn ? s : null;
+  }
+
+  /** A session's SCSI host (from its class link) and target name, read afresh. */
+  private async readSessionPlace(name: string): Promise<SessionDir | null> {
+    let link: string;
+    try {
+      link = await fs.readlink(this.path('class', 'iscsi_session', name));
+    } catch {
+      return null;
+    }
+    const m = SESSION_LINK_RE.exec(link);
+    if (!m) return null;
+    const s = this.sessionDir(name, { host: Number(m[1]), iqn: '' });
+    const iqn = await readAttr(join(s.dir, 'iscsi_session', name, 'targetname'));
+    return iqn === null ? null : { ...s, iqn };
   }
 
   private readConnections(s: SessionDir, entries: string[]): Promise<IscsiConnectionInfo[]> {
     return Promise.all(entries.filter((e) => /^connection\d+:\d+$/.test(e)).sort().map((c) => this.readConnection(join(s.dir, c, 'iscsi_connection', c), c)));
   }
 
-  private async readSession(s: SessionDir, onlyIqn: string | undefined, onlyLun?: number): Promise<IscsiSessionInfo | null> {
-    const found = await this.sessionEntries(s, onlyIqn);
-    if (!found) return null;
-    const { entries } = found;
+  private async readSession(s: SessionDir, onlyLun?: number): Promise<IscsiSessionInfo | null> {
+    const entries = await listDir(s.dir);
+    if (entries.length === 0) return null; // gone meanwhile
     const [state, connections, luns] = await Promise.all([
       this.readSessionState(s.dir, s.name),
       this.readConnections(s, entries),
       Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(s.dir, t), onlyLun))).then((l) => l.flat()),
     ]);
-    return { sid: s.sid, host: s.host, iqn: found.iqn, state, connections, portals: portalKeys(connections), luns: luns.sort((a, b) => a.lun - b.lun) };
+    return { sid: s.sid, host: s.host, iqn: s.iqn, state, connections, portals: portalKeys(connections), luns: luns.sort((a, b) => a.lun - b.lun) };
   }
 
   private async readSessionState(sessionDir: string, name: string): Promise<string | null> {
@@ -275,17 +322,16 @@ export class Sysfs {
   /**
    * `addr:port` → SCSI host number for the target's sessions (IPv6 bracketed, canonical: the portals
    * `topology(iqn)` lists for them), limited to the sessions made through `iface` when one is
-   * given. Every stage asks for it under the target lock, so it reads only the sessions' target names,
-   * ifaces and connections, never the LUN directories: its cost does not grow
-   * with the LUNs already attached (a storm of N stages would otherwise walk O(N²) LUN directories).
+   * given. Every stage asks for it under the target lock, so it reads only the target's sessions'
+   * ifaces and connections, never the LUN directories: its cost does not grow with the LUNs already
+   * attached (a storm of N stages would otherwise walk O(N²) LUN directories) nor with other targets.
    */
   async portalHostMap(iqn: string, iface?: string): Promise<Map<string, number>> {
-    const found = await this.sessionDirs();
+    const found = await this.sessionDirs(iqn);
     const sessions = await Promise.all(
       found.map(async (s) => {
-        const session = await this.sessionEntries(s, iqn);
-        if (!session || !(await this.usesIface(s, iface))) return null;
-        return { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, session.entries)) };
+        if (!(await this.usesIface(s, iface))) return null;
+        return { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, await listDir(s.dir))) };
       }),
     );
     const map = new Map<string, number>();

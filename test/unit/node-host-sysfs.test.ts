@@ -204,3 +204,45 @@ describe('Sysfs control files', () => {
     expect(Date.now() - started).toBeLessThan(1000);
   });
 });
+
+describe('Sysfs sessions kept between calls', () => {
+  const T3 = 'iqn.2026-11.io.example:t3';
+  const T4 = 'iqn.2026-11.io.example:t4';
+  const removeSession = async (host: number, sid: number) => {
+    await fs.rm(join(root, `class/iscsi_session/session${sid}`));
+    await fs.rm(join(root, `class/iscsi_host/host${host}`));
+    await fs.rm(join(root, `class/scsi_host/host${host}`));
+    await fs.rm(join(root, `devices/platform/host${host}`), { recursive: true });
+  };
+  const session = (host: number, sid: number, iqn: string) =>
+    addSession({ host, sid, iqn, state: 'LOGGED_IN', address: '10.0.0.9', port: 3260, persistentAddress: '10.0.0.9', luns: [{ lun: 0 }] });
+
+  it('does not read another target\'s sessions again once it knows whose they are', async () => {
+    const own = new Sysfs(root);
+    await session(20, 30, T3);
+    expect(await own.portalHostMap(T3)).toEqual(new Map([['10.0.0.9:3260', 20]]));
+    // a target name never changes while its session exists: one that did would show it was re-read
+    await fs.writeFile(join(root, 'devices/platform/host20/session30/iscsi_session/session30/targetname'), `${T4}\n`);
+    expect(await own.portalHostMap(T4)).toEqual(new Map());
+    // a fresh reader sees what the directory says now
+    expect(await new Sysfs(root).portalHostMap(T4)).toEqual(new Map([['10.0.0.9:3260', 20]]));
+    await removeSession(20, 30);
+  });
+
+  it('reads a session afresh when its name comes back as another session (another host or target)', async () => {
+    const own = new Sysfs(root);
+    await session(21, 31, T3);
+    expect(await own.portalHostMap(T3)).toEqual(new Map([['10.0.0.9:3260', 21]]));
+    // logged out and a new session31 made between two calls, on another SCSI host
+    await removeSession(21, 31);
+    await session(22, 31, T3);
+    expect(await own.portalHostMap(T3)).toEqual(new Map([['10.0.0.9:3260', 22]]));
+    // and again on the same host, to another target
+    await removeSession(22, 31);
+    await session(22, 31, T4);
+    expect(await own.portalHostMap(T3)).toEqual(new Map());
+    expect((await own.topology(T4)).sessions.map((s) => [s.sid, s.host, s.iqn])).toEqual([[31, 22, T4]]);
+    await removeSession(22, 31);
+    expect((await own.topology()).sessions.map((s) => s.sid)).toEqual([1, 2, 10]);
+  });
+});
