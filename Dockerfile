@@ -15,7 +15,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 COPY src ./src
-RUN npx tsc -p tsconfig.json
+COPY scripts/bundle.mjs ./scripts/
+RUN npx tsc -p tsconfig.json && node scripts/bundle.mjs
 
 # ---- runtime ---------------------------------------------------------------------------------------
 FROM ${NODE_IMAGE}
@@ -49,4 +50,4 @@ COPY --from=build /src/dist ./dist
 # Runs as root: the node plugin mounts filesystems into kubelet's directories, formats and resizes
 # block devices, writes /sys (SCSI scan and delete) and enters the host's namespaces with nsenter; none
 # of that is possible for a non-root user. The manifests make the pods privileged for the same reason.
-ENTRYPOINT ["node", "/app/dist/src/cli.js"]
+ENTRYPOINT ["node", "/app/dist/bundle/cli.js"]

@@ -17,8 +17,10 @@ deps:
 	GOBIN=$(GOBIN) CSI_SANITY_VERSION=$(CSI_SANITY_VERSION) HELM_VERSION=$(HELM_VERSION) \
 	  KUSTOMIZE_VERSION=$(KUSTOMIZE_VERSION) scripts/install-deps.sh
 
+# tsc, then the bundle the image runs (scripts/bundle.mjs → dist/bundle/cli.js)
 build:
 	npx tsc -p tsconfig.json
+	node scripts/bundle.mjs
 
 typecheck:
 	npx tsc -p tsconfig.json --noEmit

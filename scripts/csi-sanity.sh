@@ -48,7 +48,7 @@ make_reflink_pool() {
 }
 
 case "$TARGET" in
-  node) node dist/src/cli.js --mode node --endpoint "unix://$sock" --log-level warn >"$log" 2>&1 & pid=$! ;;
+  node) node dist/bundle/cli.js --mode node --endpoint "unix://$sock" --log-level warn >"$log" 2>&1 & pid=$! ;;
   sim)
     make_reflink_pool
     node dist/test/sim/main.js --endpoint "unix://$sock" --pool-dir "$pool_mnt/pool" --log-level warn >"$work/sim.json" 2>"$log" & pid=$! ;;

@@ -1,5 +1,5 @@
 // CSI v1.12.0 messages of the Identity, Controller and Node services, as they look once decoded by
-// @grpc/proto-loader with CSI_LOADER_OPTIONS (src/server/proto.ts):
+// src/server/proto.ts with CSI_DECODE_OPTIONS:
 // - field names exactly as in proto/csi.proto (snake_case);
 // - int32 as number; int64 as `Int64`: a number when it is a safe integer, else an exact bigint (a
 //   size near 2^63 never reaches a handler rounded); enums as the value's name;

@@ -1,30 +1,35 @@
-// Loads the CSI wire format (proto/csi.proto, spec v1.12.0) at run time with @grpc/proto-loader.
-// The same code runs from the TypeScript sources (vitest) and from dist/src/server/proto.js, so the
-// proto directory is found by walking up from this module rather than by a fixed relative path.
-import { existsSync } from 'node:fs';
+// The CSI wire format (proto/csi.proto, spec v1.12.0), read at start from proto/csi.json: csi.proto
+// compiled by scripts/csi-proto-json.mjs (a unit test fails while the two disagree), loaded with
+// protobufjs's light build. Parsing the .proto and building its descriptor protos at every start, as
+// @grpc/proto-loader does, cost ~120 ms of each driver start. The same code runs from the TypeScript
+// sources (vitest) and from dist/src/server/proto.js, so the proto directory is found by walking up
+// from this module rather than by a fixed relative path.
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
-import * as protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs/light.js';
 
 export const CSI_SPEC_VERSION = '1.12.0';
 export const CSI_PACKAGE = 'csi.v1';
 const PROTO_DIR_NAME = 'proto';
 const CSI_PROTO_FILE = 'csi.proto';
+/** csi.proto compiled (scripts/csi-proto-json.mjs) */
+const CSI_DESCRIPTOR_FILE = 'csi.json';
 
 /**
- * Decoding conventions every handler relies on (see src/csi/types.ts): field names as in the .proto,
- * enums as their names, every absent field filled with its proto3 default (messages as null), and a
- * virtual field naming the member set in each oneof. int64 is decoded exactly: `longs` is left unset,
- * so protobufjs yields Long objects, which exactInt64s() turns into a number when it is a safe integer
- * and a bigint otherwise (`longs: Number` would round 2^60 + 1 and print 2^60 as 1152921504606847000).
+ * Decoding conventions every handler relies on (see src/csi/types.ts): field names as in the .proto
+ * (the descriptor keeps them), enums as their names, every absent field filled with its proto3 default
+ * (messages as null), and a virtual field naming the member set in each oneof. int64 is decoded
+ * exactly: `longs` is left unset, so protobufjs yields Long objects, which exactInt64s() turns into a
+ * number when it is a safe integer and a bigint otherwise (`longs: Number` would round 2^60 + 1 and
+ * print 2^60 as 1152921504606847000).
  */
-export const CSI_LOADER_OPTIONS = {
-  keepCase: true,
+export const CSI_DECODE_OPTIONS = {
   enums: String,
   defaults: true,
   oneofs: true,
-} as const satisfies protoLoader.Options;
+} as const satisfies protobuf.IConversionOptions;
 
 /** What protobufjs decodes an int64 into when `longs` is unset (long.js's Long). */
 interface LongLike { __isLong__: true; toString(radix?: number): string }
@@ -50,15 +55,34 @@ export function exactInt64s(value: unknown): unknown {
   return value;
 }
 
-/** Every method's deserializers (requests for the server, responses for a client) return exact int64s. */
-function withExactInt64s(definition: protoLoader.PackageDefinition): protoLoader.PackageDefinition {
-  for (const entry of Object.values(definition)) {
-    if ('format' in entry) continue; // a message or enum type, not a service
-    for (const method of Object.values(entry)) {
-      const { requestDeserialize, responseDeserialize } = method;
-      method.requestDeserialize = (buf: Buffer) => exactInt64s(requestDeserialize(buf)) as object;
-      method.responseDeserialize = (buf: Buffer) => exactInt64s(responseDeserialize(buf)) as object;
-    }
+/** A method's request or response type: decoded with exact int64s, encoded from a plain object. */
+function coder(type: protobuf.Type): { serialize: (value: object) => Buffer; deserialize: (buf: Buffer) => object } {
+  return {
+    serialize: (value: object) => {
+      if (Array.isArray(value)) throw new TypeError(`a ${type.fullName.slice(1)} cannot be an array`);
+      return Buffer.from(type.encode(type.fromObject(value as Record<string, unknown>)).finish());
+    },
+    deserialize: (buf: Buffer) => exactInt64s(type.toObject(type.decode(buf), CSI_DECODE_OPTIONS)) as object,
+  };
+}
+
+/** The gRPC definition of one service: its methods in .proto order, by name. */
+function serviceDefinition(service: protobuf.Service): grpc.ServiceDefinition {
+  const definition: Record<string, grpc.MethodDefinition<object, object>> = {};
+  for (const method of service.methodsArray) {
+    method.resolve();
+    const request = coder(method.resolvedRequestType!);
+    const response = coder(method.resolvedResponseType!);
+    definition[method.name] = {
+      path: `/${service.fullName.slice(1)}/${method.name}`,
+      requestStream: method.requestStream === true,
+      responseStream: method.responseStream === true,
+      requestSerialize: request.serialize,
+      requestDeserialize: request.deserialize,
+      responseSerialize: response.serialize,
+      responseDeserialize: response.deserialize,
+      originalName: method.name.charAt(0).toLowerCase() + method.name.slice(1),
+    };
   }
   return definition;
 }
@@ -88,26 +112,20 @@ export function locateProtoDir(startDir: string = dirname(fileURLToPath(import.m
   throw new Error(`${CSI_PROTO_FILE} not found: looked in ${searched.join(', ')}; ship the proto/ directory beside dist/`);
 }
 
-let cachedDefinition: protoLoader.PackageDefinition | undefined;
+let cachedRoot: protobuf.Root | undefined;
 let cachedPackage: CsiPackage | undefined;
 
-/** The raw package definition (message types by full name, e.g. `csi.v1.Volume`), loaded once. */
-export function loadCsiDefinition(): protoLoader.PackageDefinition {
-  if (cachedDefinition === undefined) {
-    // google/protobuf/{descriptor,timestamp,wrappers}.proto are bundled with protobufjs/proto-loader
-    // and resolved before the include path, so the proto directory is the only include needed.
-    cachedDefinition = withExactInt64s(protoLoader.loadSync(CSI_PROTO_FILE, { ...CSI_LOADER_OPTIONS, includeDirs: [locateProtoDir()] }));
-  }
-  return cachedDefinition;
+/** The CSI message types and services (e.g. `csi.v1.Volume`), loaded once. */
+function loadCsiRoot(): protobuf.Root {
+  cachedRoot ??= protobuf.Root.fromJSON(JSON.parse(readFileSync(join(locateProtoDir(), CSI_DESCRIPTOR_FILE), 'utf8')) as protobuf.INamespace);
+  return cachedRoot;
 }
 
 /** The CSI services, loaded once per process. */
 export function loadCsiPackage(): CsiPackage {
   if (cachedPackage === undefined) {
-    const root = grpc.loadPackageDefinition(loadCsiDefinition());
-    const namespace = lookupNamespace(root, CSI_PACKAGE);
     const loaded: Partial<CsiPackage> = {};
-    for (const name of CSI_SERVICE_NAMES) loaded[name] = lookupService(namespace, name);
+    for (const name of CSI_SERVICE_NAMES) loaded[name] = lookupService(loadCsiRoot(), name);
     cachedPackage = loaded as CsiPackage;
   }
   return cachedPackage;
@@ -119,26 +137,8 @@ export function methodNames(service: CsiService | grpc.ServiceDefinition): strin
   return Object.keys(definition);
 }
 
-function lookupNamespace(root: grpc.GrpcObject, dottedName: string): grpc.GrpcObject {
-  let node: grpc.GrpcObject = root;
-  for (const part of dottedName.split('.')) {
-    const next = node[part];
-    if (next === undefined || typeof next === 'function' || isProtobufTypeDefinition(next)) {
-      throw new Error(`package ${dottedName} missing from ${CSI_PROTO_FILE}`);
-    }
-    node = next;
-  }
-  return node;
-}
-
-function lookupService(namespace: grpc.GrpcObject, name: CsiServiceName): CsiService {
-  const candidate = namespace[name];
-  if (typeof candidate !== 'function' || !('service' in candidate)) {
-    throw new Error(`service ${CSI_PACKAGE}.${name} missing from ${CSI_PROTO_FILE}`);
-  }
-  return candidate;
-}
-
-function isProtobufTypeDefinition(value: grpc.GrpcObject[string]): value is grpc.ProtobufTypeDefinition {
-  return typeof value === 'object' && value !== null && 'format' in value && 'type' in value;
+function lookupService(root: protobuf.Root, name: CsiServiceName): CsiService {
+  const service = root.lookup(`${CSI_PACKAGE}.${name}`);
+  if (!(service instanceof protobuf.Service)) throw new Error(`service ${CSI_PACKAGE}.${name} missing from ${CSI_DESCRIPTOR_FILE}`);
+  return grpc.makeClientConstructor(serviceDefinition(service), name) as CsiService;
 }

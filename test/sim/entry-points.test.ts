@@ -34,7 +34,7 @@ describe.skipIf(process.getuid?.() !== 0)('npm entry points stop cleanly on SIGT
 
   beforeAll(() => {
     pkg = mkdtempSync('/tmp/iscsi-csi-pkg-');
-    for (const entry of ['package.json', 'tsconfig.json', 'src', 'test', 'bench', 'proto']) cpSync(join(REPO, entry), join(pkg, entry), { recursive: true });
+    for (const entry of ['package.json', 'tsconfig.json', 'src', 'test', 'bench', 'scripts', 'proto']) cpSync(join(REPO, entry), join(pkg, entry), { recursive: true });
     symlinkSync(join(REPO, 'node_modules'), join(pkg, 'node_modules'));
     // the node plugin's state in the copy, never the machine's /var/lib/iscsi-csi
     writeFileSync(join(pkg, 'node.json'), JSON.stringify({ stateDir: join(pkg, 'state') }));

@@ -513,7 +513,7 @@ describe('Dockerfile', () => {
 
   it('copies only sources that exist in the repo and are in the build context', () => {
     const sources = dockerfile.split('\n').filter((l) => /^COPY\s/.test(l) && !l.includes('--from=')).flatMap((l) => l.trim().split(/\s+/).slice(1, -1));
-    expect(sources).toEqual(expect.arrayContaining(['package.json', 'package-lock.json', 'tsconfig.json', 'src', 'proto']));
+    expect(sources).toEqual(expect.arrayContaining(['package.json', 'package-lock.json', 'tsconfig.json', 'src', 'scripts/bundle.mjs', 'proto']));
     for (const s of sources) {
       expect(existsSync(join(REPO, s)), `${s} exists`).toBe(true);
       expect(inBuildContext(s), `${s} is not excluded by .dockerignore`).toBe(true);
@@ -521,11 +521,12 @@ describe('Dockerfile', () => {
     expect(inBuildContext('node_modules'), 'node_modules stays out of the context').toBe(false);
   });
 
-  it('starts the compiled CLI the package declares, which the build produces', () => {
+  it('starts the bundled CLI the package declares, which the build produces', () => {
     const entry = /^ENTRYPOINT\s+(\[.*\])\s*$/m.exec(dockerfile)?.[1];
     expect(JSON.parse(entry!)).toEqual(['node', `/app/${pkg.bin['iscsi-csi']}`]);
-    expect(pkg.bin['iscsi-csi']).toBe('dist/src/cli.js');
-    expect(existsSync(join(REPO, 'dist/src/cli.js')), 'tsc -p tsconfig.json emits dist/src/cli.js').toBe(true);
+    expect(pkg.bin['iscsi-csi']).toBe('dist/bundle/cli.js');
+    expect(dockerfile).toMatch(/^RUN npx tsc -p tsconfig.json && node scripts\/bundle.mjs$/m);
+    expect(existsSync(join(REPO, 'dist/bundle/cli.js')), 'make build (tsc, then scripts/bundle.mjs) emits dist/bundle/cli.js').toBe(true);
   });
 
   /** End of life of Node.js release lines (nodejs.org's release schedule). */

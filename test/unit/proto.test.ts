@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -57,6 +57,13 @@ const TWENTY_GIB_PLUS_ONE = 20 * 1024 ** 3 + 1;
 const FORTY_GIB = 40 * 1024 ** 3;
 
 describe('CSI proto loading', () => {
+  it('loads proto/csi.json, which is csi.proto compiled (npm run proto after changing csi.proto)', async () => {
+    // @ts-expect-error a plain .mjs script without types
+    const { compileCsiProto } = (await import('../../scripts/csi-proto-json.mjs')) as { compileCsiProto: () => string };
+    expect(readFileSync(join(REPO_ROOT, 'proto', 'csi.json'), 'utf8')).toBe(compileCsiProto());
+  });
+
+
   it('loads every CSI v1.12 service once and serves them from a cache', () => {
     const csi = loadCsiPackage();
     for (const name of CSI_SERVICE_NAMES) {

@@ -21,18 +21,19 @@ KERNEL=${VM_KERNEL:-$(ls -1 /boot/vmlinuz-* 2>/dev/null | sort -V | tail -n 1 ||
 export PATH="$(dirname "$VNG"):$PATH"  # vng runs virtme-run from its own venv
 [ -n "$KERNEL" ] && [ -r "$KERNEL" ] || { echo "vm-test: no kernel in /boot (linux-image-amd64; run make deps)" >&2; exit 1; }
 [ -d "/lib/modules/${KERNEL#/boot/vmlinuz-}" ] || { echo "vm-test: no modules for $KERNEL" >&2; exit 1; }
-[ -f dist/src/cli.js ] && [ -f dist/test/vm/scenarios.js ] || { echo "vm-test: build first (make build)" >&2; exit 1; }
+[ -f dist/bundle/cli.js ] && [ -f dist/test/vm/scenarios.js ] || { echo "vm-test: build first (make build)" >&2; exit 1; }
 
 work=$(mktemp -d /tmp/iscsi-csi-vm.XXXXXX)
 keep=${VM_KEEP:-}
 cleanup() { if [ -z "$keep" ]; then rm -rf "$work"; else echo "vm-test: work dir kept at $work"; fi; }
 trap cleanup EXIT
 
-# What the guest copies into its tmpfs: the build, the proto and the production node_modules only
+# What the guest copies into its tmpfs: the build (the driver runs from its bundle, as in the image),
+# the proto and the production node_modules only (the scenario runner's gRPC client)
 # (loading thousands of small files over the 9p root is what makes an emulated node start slowly).
 npm ls --omit=dev --parseable --all 2>/dev/null | sed "s|^$repo/||" | grep '^node_modules/' | sort -u \
   | awk 'BEGIN{last="//"} index($0, last "/") != 1 {print; last=$0}' > "$work/modules.txt"
-tar -C "$repo" -cf "$work/app.tar" package.json proto dist/src dist/test -T "$work/modules.txt"
+tar -C "$repo" -cf "$work/app.tar" package.json proto dist/bundle dist/src dist/test -T "$work/modules.txt"
 [ -x "$SANITY_BIN" ] && cp "$SANITY_BIN" "$work/csi-sanity"
 
 echo "vm-test: booting $(basename "$KERNEL") (TCG, $VM_CPUS vCPUs, $VM_MEMORY), timeout ${VM_TIMEOUT_S}s"
