@@ -10,7 +10,7 @@
 // loop device, with a real device node made by mknod and the udev-style /dev/disk links.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { lookup } from 'node:dns/promises';
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -781,7 +781,11 @@ export class SimKernel {
   private writeUdevData(loop: Loop): void {
     const lines = [`E:DEVTYPE=disk`, ...(this.multipath ? ['E:DM_MULTIPATH_DEVICE_PATH=1'] : []), 'E:SYSTEMD_READY=' + (this.multipath ? '0' : '1')];
     mkdirSync(this.paths.udevData, { recursive: true });
-    writeFileSync(this.udevDataFile(loop), `${lines.join('\n')}\n`);
+    // written to a temporary file and renamed, as udevd does: a reader never sees an entry half written
+    // (an empty one read as "not claimed" let a stage mount the path before multipathd took it)
+    const file = this.udevDataFile(loop);
+    writeFileSync(`${file}.tmp`, `${lines.join('\n')}\n`);
+    renameSync(`${file}.tmp`, file);
   }
 
   private udevDataFile(loop: Loop): string {
