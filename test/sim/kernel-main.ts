@@ -6,7 +6,9 @@
 // closes), so a crashed test run leaves no session, device or loop behind.
 import { spawn } from 'node:child_process';
 import { createServer, type Socket } from 'node:net';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ISCSID_SOCKET, listensAt } from '../../src/doctor/iscsi.js';
 import { SimKernel, type LogFn } from './kernel.js';
 import { hangOpsOf, iscsiadm } from './iscsiadm.js';
 import { multipath, multipathd } from './multipath.js';
@@ -143,6 +145,7 @@ async function main(): Promise<void> {
     server.listen(kernel.paths.kernelSocket, resolve);
   });
   holdIscsidSocket(log);
+  await iscsidSocketListed(log);
 
   const exitAfterStop = (): void => {
     void stop().finally(() => process.exit(0));
@@ -163,13 +166,15 @@ async function main(): Promise<void> {
  * sun_path, which is another name, so a small perl (perl-base is essential on Debian) holds it. The fake
  * iscsiadm talks to this process over R/run/kernel.sock instead: connections there are closed at once.
  * Abstract names are per network namespace, not per root: while another simulated host (or a real
- * iscsid) holds it, the holder retries every second. It exits when this process does (its stdin closes).
+ * iscsid) holds it, the holder retries every 20 ms, so when that host stops, the name is listened on
+ * again before a driver starting meanwhile looks (retrying every second left a gap a doctor check at
+ * start fell into on a loaded machine). It exits when this process does (its stdin closes).
  */
 const ISCSID_SOCKET_HOLDER = `
 use Socket;
 socket(my $s, AF_UNIX, SOCK_STREAM, 0) or exit 1;
 sub parent_gone { my $r = ''; vec($r, fileno(STDIN), 1) = 1; return select($r, undef, undef, $_[0]) > 0 && sysread(STDIN, my $b, 1) == 0; }
-until (bind($s, pack_sockaddr_un("\\0ISCSIADM_ABSTRACT_NAMESPACE"))) { exit 0 if parent_gone(1); }
+until (bind($s, pack_sockaddr_un("\\0ISCSIADM_ABSTRACT_NAMESPACE"))) { exit 0 if parent_gone(0.02); }
 listen($s, 16) or exit 1;
 for (;;) {
   my $r = ''; vec($r, fileno(STDIN), 1) = 1; vec($r, fileno($s), 1) = 1;
@@ -189,6 +194,21 @@ function holdIscsidSocket(log: LogFn): void {
   } catch (e) {
     cannot(e as Error);
   }
+}
+
+const ISCSID_SOCKET_WAIT_MS = 3_000;
+
+/**
+ * The host is ready once someone listens on iscsid's control socket (its holder, or another host's
+ * that holds the name): a driver started at once runs its doctor checks right after it serves.
+ */
+async function iscsidSocketListed(log: LogFn): Promise<void> {
+  const end = Date.now() + ISCSID_SOCKET_WAIT_MS;
+  while (Date.now() < end) {
+    if (listensAt(readFileSync('/proc/net/unix', 'utf8'), ISCSID_SOCKET)) return;
+    await sleep(10);
+  }
+  log('warn', 'nobody listens on iscsid\'s control socket yet: doctor may not find iscsid', {});
 }
 
 main().catch((e: Error) => {
