@@ -153,6 +153,10 @@ class Driver {
       stateDir: STATE,
       logLevel: 'debug',
       controller: { backend: 'tgt', tgt: { portals: opts.portals ?? [PORTAL_A], poolDir: join(BASE, 'pool') } },
+      // the emulation is 50–100× slower than a node: in the 32-volume ext4 storm, with udev holding the
+      // CPUs, one stage's read of its device's first and last MiB once took over the default 10 s
+      // (a bound on a hung device, not a pace a real device gets near)
+      timeouts: { deviceReadMs: 60_000 },
       ...opts.config,
     };
     const file = join(BASE, 'driver.json');
