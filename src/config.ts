@@ -40,6 +40,7 @@ export interface TimeoutConfig {
   deviceWaitMs: number;       // how long to wait for the LUN's block device after login/scan
   devicePollMs: number;       // fallback poll while watching for the device
   multipathWaitMs: number;    // how long to wait for a dm holder when a LUN has several paths
+  mapFlushMs: number;         // how long a multipath map's flush is retried while it is open (udev probes it briefly after writes)
   portalResolveMs: number;    // how long a portal given by host name may take to resolve
   volumeProbeMs: number;      // how long stats wait for I/O on a volume's path before calling it stuck
   sessionResyncMs: number;    // how long a logout waits for a restarted iscsid to take over a session the kernel has
@@ -152,6 +153,7 @@ export function defaultConfig(): Config {
       deviceWaitMs: 30_000,
       devicePollMs: 250,
       multipathWaitMs: 10_000,
+      mapFlushMs: 10_000,
       portalResolveMs: 5_000,
       volumeProbeMs: 5_000,
       sessionResyncMs: 30_000,

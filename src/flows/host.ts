@@ -77,7 +77,7 @@ function commandAdapters(cfg: Config, runner: CommandRunner, logger: Logger, isc
     iscsi: new Iscsiadm(runner, logger, iscsiDbLock),
     mounts: new Mounts(runner, cfg, logger),
     fs: new Filesystem(runner, cfg, logger),
-    multipath: new Multipath(runner, cfg.host.devRoot, logger),
+    multipath: new Multipath(runner, cfg.host.devRoot, cfg.timeouts, logger),
   };
 }
 
