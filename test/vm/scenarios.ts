@@ -1398,7 +1398,7 @@ const SCENARIOS: Scenario[] = [
   staleIscsiLock,
   // a few volumes at once (a pod with several volumes): the guest's CPUs are not saturated here
   storm('mount', 4),
-  storm('mount', 32),
+  storm('mount', 16),
   storm('block', 32),
   multipath('yes', 'mount'),
   multipath('no', 'block'),
