@@ -31,6 +31,8 @@ const BELOW: Record<string, readonly string[]> = {
   metrics: ['base', 'common'],
   // the doctor reads the host through the node host's readers and the controller's adapters; only the entry runs it
   doctor: ['base', 'common', 'contract', 'node-host', 'controller', 'controller/tgt'],
+  // the image's entry point runs the bundle of everything else and imports none of it
+  launcher: [],
   entry: ['base', 'common', 'contract', 'node-host', 'flows', 'server', 'node', 'controller', 'controller/tgt', 'identity', 'metrics', 'doctor'],
 };
 
