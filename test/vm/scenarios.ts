@@ -9,6 +9,7 @@ import { basename, join } from 'node:path';
 import { CHECK } from '../../src/doctor/check.js';
 import { CsiClient } from '../helpers/client.js';
 import { blockCapability, mountCapability } from '../helpers/sim-driver.js';
+import { parseProcStat, ticksUsedByName, type ProcessTicks } from './process-cpu.js';
 
 const MiB = 1024 * 1024;
 const WORK = process.env.VM_WORK ?? '/tmp';
@@ -435,7 +436,7 @@ const twoLuns: Scenario = {
 };
 
 /** Clock ticks of the guest's CPUs (busy, and in all) and of one process (its own, and its waited-for children's). */
-interface CpuTicks { busy: number; total: number; own: number; children: number; pid: number | undefined; processes: Map<number, { comm: string; ticks: number }> }
+interface CpuTicks { busy: number; total: number; own: number; children: number; pid: number | undefined; processes: Map<number, ProcessTicks> }
 
 function cpuTicks(pid: number | undefined): CpuTicks {
   const cpu = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number);
@@ -453,15 +454,13 @@ function cpuTicks(pid: number | undefined): CpuTicks {
   return { busy, total, own, children, pid, processes: ticksByProcess() };
 }
 
-/** CPU ticks of every process by name (its own and its waited-for children's), from /proc/PID/stat. */
-function ticksByProcess(): Map<number, { comm: string; ticks: number }> {
-  const out = new Map<number, { comm: string; ticks: number }>();
+/** CPU ticks of every process, from /proc/PID/stat. */
+function ticksByProcess(): Map<number, ProcessTicks> {
+  const out = new Map<number, ProcessTicks>();
   for (const pid of readdirSync('/proc').filter((e) => /^\d+$/.test(e))) {
     try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')).replace(/\d+$/, '').replace(/[/:]+$/, '');
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ').map(Number);
-      out.set(Number(pid), { comm, ticks: f[11]! + f[12]! + f[13]! + f[14]! });
+      const ticks = parseProcStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+      if (ticks) out.set(Number(pid), ticks);
     } catch {
       // exited meanwhile
     }
@@ -470,14 +469,8 @@ function ticksByProcess(): Map<number, { comm: string; ticks: number }> {
 }
 
 /** The processes (by name, kernel threads' numbers dropped) that used the most CPU between two snapshots. */
-function topProcesses(before: Map<number, { comm: string; ticks: number }>, after: Map<number, { comm: string; ticks: number }>, all: number, skip: number | undefined): string {
-  const byComm = new Map<string, number>();
-  for (const [pid, a] of after) {
-    if (pid === skip) continue;
-    const used = a.ticks - (before.get(pid)?.comm === a.comm ? before.get(pid)!.ticks : 0);
-    if (used > 0) byComm.set(a.comm, (byComm.get(a.comm) ?? 0) + used);
-  }
-  return [...byComm].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([comm, t]) => `${comm} ${Math.round((100 * t) / Math.max(1, all))}%`).join(', ');
+function topProcesses(before: Map<number, ProcessTicks>, after: Map<number, ProcessTicks>, all: number, skip: number | undefined): string {
+  return [...ticksUsedByName(before, after, skip)].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([comm, t]) => `${comm} ${Math.round((100 * t) / Math.max(1, all))}%`).join(', ');
 }
 
 /**
