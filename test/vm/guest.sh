@@ -37,7 +37,7 @@ tgtadm --op new --mode portal --param portal=127.0.0.2:3260 || log "could not ad
 log "running the scenarios"
 export VM_WORK="$work" VM_APP="$app" VM_ONLY="$only"
 cd "$app"
-timeout -k 10 "${VM_SCENARIO_TIMEOUT_S:-2400}" node dist/test/vm/scenarios.js 2>"$work/scenarios.stderr" | tee -a "$results"
+timeout -k 10 "${VM_SCENARIO_TIMEOUT_S:-3000}" node dist/test/vm/scenarios.js 2>"$work/scenarios.stderr" | tee -a "$results"
 scen_rc=${PIPESTATUS[0]}
 log "scenarios done (exit $scen_rc)"
 dmesg >"$work/dmesg.txt" 2>&1 || true

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 repo=$PWD
 
 VNG=${VNG:-$repo/.vm/venv/bin/vng}
-VM_TIMEOUT_S=${VM_TIMEOUT_S:-2700}
+VM_TIMEOUT_S=${VM_TIMEOUT_S:-3300}
 VM_CPUS=${VM_CPUS:-2}
 VM_MEMORY=${VM_MEMORY:-3G}
 SANITY_BIN=${CSI_SANITY:-$(go env GOPATH 2>/dev/null)/bin/csi-sanity}
