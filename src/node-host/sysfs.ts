@@ -2,7 +2,7 @@
 // SCSI host carries the session to a portal, which block devices a LUN has, multipath holders, and the
 // control files that scan a LUN or delete a device. One walk builds a topology snapshot that answers
 // every question an attach or detach step asks, so an operation reads sysfs once.
-import { constants as fsConstants, promises as fs } from 'node:fs';
+import { close, constants as fsConstants, open, promises as fs, read } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { errnoCode, InvalidArgument, NotFound, Unavailable } from '../errors.js';
@@ -22,6 +22,8 @@ const CONTROL_WRITE_FIRST_RETRY_MS = 1;
 const CONTROL_WRITE_MAX_RETRY_MS = 50;
 const DEVICE_NAME_RE = /^[A-Za-z0-9_.:-]+$/;
 const HCTL_RE = /^(\d+):(\d+):(\d+):(\d+)$/;
+/** A sysfs attribute's show() fills at most one page. */
+const ATTR_READ_BYTES = 4096;
 
 export interface IscsiConnectionInfo {
   /** `connection<sid>:<cid>` */
@@ -62,6 +64,31 @@ export interface LunPath {
   /** the session's persistent portal key */
   portal: string | null;
   device: string;
+}
+
+/**
+ * `addr:port` → SCSI host of each session's portals; in sid order, so a portal two sessions list maps
+ * to the newer one.
+ */
+function portalHosts(sessions: { sid: number; host: number; portals: string[] }[]): Map<string, number> {
+  const map = new Map<string, number>();
+  for (const s of [...sessions].sort((a, b) => a.sid - b.sid)) for (const p of s.portals) map.set(p, s.host);
+  return map;
+}
+
+/** One volume's sessions (its target's, through its iface), with only its LUN listed. */
+export class VolumePaths {
+  readonly #hosts: Map<string, number>;
+
+  constructor(readonly sessions: IscsiSessionInfo[]) {
+    this.#hosts = portalHosts(sessions);
+  }
+
+  /** The session that serves `portal` (canonical `addr:port`), as portalHostMap maps it; none when no session does. */
+  sessionAt(portal: string): IscsiSessionInfo | undefined {
+    const host = this.#hosts.get(portal);
+    return host === undefined ? undefined : this.sessions.find((s) => s.host === host);
+  }
 }
 
 /** One read of the iSCSI part of sysfs, answering the questions of an attach/detach step without re-reading. */
@@ -141,13 +168,19 @@ function assertDeviceName(name: string): string {
 // disk, and synchronous reads there (slow syscalls under load, an attribute read that takes a socket
 // lock) held the event loop so long that other stages' bounded device reads timed out
 // (make vm-test, the 32-volume ext4 storm). A question about one LUN reads only that LUN instead.
-async function readAttr(path: string): Promise<string | null> {
-  try {
-    return (await fs.readFile(path, 'utf8')).replace(/\n$/, '');
-  } catch {
-    // missing attribute, or a kernel read error (ENOTCONN while a connection is down, EACCES, EIO)
-    return null;
-  }
+// An attribute is one open, one read at offset 0 (sysfs fills a page per read) and one close, on a
+// plain descriptor: fs.promises.readFile adds an fstat and a FileHandle, about half again the CPU.
+function readAttr(path: string): Promise<string | null> {
+  return new Promise((resolve) => {
+    open(path, 'r', (openErr, fd) => {
+      // missing attribute, or a kernel read error (ENOTCONN while a connection is down, EACCES, EIO)
+      if (openErr) return resolve(null);
+      const buf = Buffer.allocUnsafe(ATTR_READ_BYTES);
+      read(fd, buf, 0, ATTR_READ_BYTES, 0, (readErr, bytes) => {
+        close(fd, () => resolve(readErr ? null : buf.toString('utf8', 0, bytes).replace(/\n$/, '')));
+      });
+    });
+  });
 }
 
 async function listDir(path: string): Promise<string[]> {
@@ -159,26 +192,26 @@ async function listDir(path: string): Promise<string[]> {
   }
 }
 
-/** `targetH:C:T` → `[H:C:T:L]` when that LUN's directory exists, else `[]`. */
-async function oneLun(targetDir: string, lun: number): Promise<string[]> {
+/** `targetH:C:T` → `H:C:T:L` of LUN `lun` (whether or not it exists). */
+function lunName(targetDir: string, lun: number): string | null {
   const m = /target(\d+):(\d+):(\d+)$/.exec(targetDir);
-  if (!m) return [];
-  const hctl = `${m[1]}:${m[2]}:${m[3]}:${lun}`;
-  try {
-    await fs.access(join(targetDir, hctl));
-    return [hctl];
-  } catch {
-    return [];
-  }
+  return m ? `${m[1]}:${m[2]}:${m[3]}:${lun}` : null;
 }
 
-/** The block devices of one SCSI device directory (`H:C:T:L`): its `block/` entries. */
-async function lunBlockDevices(lunDir: string): Promise<string[]> {
+/**
+ * The block devices of one SCSI device directory (`H:C:T:L`): its `block/` entries, read first since
+ * a LUN that has its disk has them (one directory read); null when there is no such LUN.
+ */
+async function lunBlockDevices(lunDir: string): Promise<string[] | null> {
+  try {
+    return (await fs.readdir(join(lunDir, 'block'))).sort();
+  } catch (e) {
+    if (!['ENOENT', 'ENOTDIR'].includes(errnoCode(e) ?? '')) throw e;
+  }
   const entries = await listDir(lunDir);
+  if (entries.length === 0) return null; // no such LUN (a device directory is never empty)
   // kernels before 2.6.25 expose the disk as a `block:sdX` link instead of a `block/` directory
-  const legacy = entries.filter((e) => e.startsWith('block:')).map((e) => e.slice('block:'.length));
-  const devices = entries.includes('block') ? await listDir(join(lunDir, 'block')) : [];
-  return [...devices, ...legacy].sort();
+  return entries.filter((e) => e.startsWith('block:')).map((e) => e.slice('block:'.length)).sort();
 }
 
 /**
@@ -308,15 +341,17 @@ export class Sysfs {
   }
 
   private async readTargetLuns(targetDir: string, onlyLun?: number): Promise<ScsiLunInfo[]> {
-    const luns = onlyLun === undefined ? (await listDir(targetDir)).filter((e) => HCTL_RE.test(e)) : await oneLun(targetDir, onlyLun);
-    return Promise.all(
-      luns.map(async (hctl) => {
+    const one = onlyLun === undefined ? null : lunName(targetDir, onlyLun);
+    const luns = onlyLun === undefined ? (await listDir(targetDir)).filter((e) => HCTL_RE.test(e)) : one === null ? [] : [one];
+    const read = await Promise.all(
+      luns.map(async (hctl): Promise<ScsiLunInfo | null> => {
         const [, h, c, t, l] = HCTL_RE.exec(hctl)!.map(Number);
         const lunDir = join(targetDir, hctl);
         const [devices, state] = await Promise.all([lunBlockDevices(lunDir), readAttr(join(lunDir, 'state'))]);
-        return { hctl, host: h!, channel: c!, target: t!, lun: l!, devices, state };
+        return devices === null ? null : { hctl, host: h!, channel: c!, target: t!, lun: l!, devices, state };
       }),
     );
+    return read.filter((x): x is ScsiLunInfo => x !== null);
   }
 
   /**
@@ -334,10 +369,18 @@ export class Sysfs {
         return { sid: s.sid, host: s.host, portals: portalKeys(await this.readConnections(s, await listDir(s.dir))) };
       }),
     );
-    const map = new Map<string, number>();
-    // in sid order, as topology() does
-    for (const s of sessions.filter((x) => x !== null).sort((a, b) => a.sid - b.sid)) for (const p of s.portals) map.set(p, s.host);
-    return map;
+    return portalHosts(sessions.filter((x) => x !== null));
+  }
+
+  /**
+   * One volume's paths in one walk: the target's sessions through `iface` (all, when none is given),
+   * each with its state, connections and LUN `lun` only. What a volume's condition and the healer ask
+   * of every staged volume, so neither reads the sessions twice.
+   */
+  async volumePaths(iqn: string, lun: number, iface?: string): Promise<VolumePaths> {
+    const found = await this.sessionDirs(iqn);
+    const sessions = await Promise.all(found.map(async (s) => ((await this.usesIface(s, iface)) ? this.readSession(s, lun) : null)));
+    return new VolumePaths(sessions.filter((s): s is IscsiSessionInfo => s !== null));
   }
 
   /**
@@ -352,11 +395,16 @@ export class Sysfs {
   }
 
   /**
-   * Block devices of LUN `lun` on SCSI host `host`: `class/iscsi_host/hostH/device/session*\/target*\/H:C:T:L/block/*`.
+   * Block devices of LUN `lun` on SCSI host `host`: `class/scsi_device/H:0:0:L/device/block/*`, else
+   * `class/iscsi_host/hostH/device/session*\/target*\/H:C:T:L/block/*`.
    * Reads only that LUN's directory, not its neighbours': a storm of N waits asks this on every new
    * device node, and its cost must not grow with the LUNs already attached.
    */
   async devicesForLun(host: number, lun: number): Promise<string[]> {
+    // a software iSCSI host has its LUNs at channel 0, target 0 (as scanLun asks): one directory read
+    // through class/scsi_device when the LUN is there; the walk finds it anywhere else, or not at all
+    const direct = await lunBlockDevices(this.path('class', 'scsi_device', `${host}:0:0:${lun}`, 'device'));
+    if (direct !== null) return direct;
     const deviceDir = this.path('class', 'iscsi_host', `host${host}`, 'device');
     const sessions = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
     const found = await Promise.all(
@@ -368,7 +416,7 @@ export class Sysfs {
             const m = HCTL_RE.exec(e);
             return m !== null && Number(m[1]) === host && Number(m[4]) === lun;
           });
-          return (await Promise.all(names.map((n) => lunBlockDevices(join(targetDir, n))))).flat();
+          return (await Promise.all(names.map(async (n) => (await lunBlockDevices(join(targetDir, n))) ?? []))).flat();
         }));
         return perTarget.flat();
       }),

@@ -58,6 +58,11 @@ async function addSession(s: SessionSpec): Promise<void> {
     await write(`${lunDir}/state`, 'running\n');
     await write(`${lunDir}/delete`, '');
     await write(`${lunDir}/rescan`, '');
+    // the class link as the kernel makes it, for all but host 4 (whose LUNs are then found by the walk)
+    if (s.host !== 4) {
+      await link(`${lunDir}/scsi_device/${s.host}:0:0:${l.lun}/device`, lunDir);
+      await link(`class/scsi_device/${s.host}:0:0:${l.lun}`, `${lunDir}/scsi_device/${s.host}:0:0:${l.lun}`);
+    }
     if (!l.disk) continue;
     await write(`${lunDir}/block/${l.disk}/size`, `${l.sectors ?? 131072}\n`);
     await fs.mkdir(join(root, lunDir, 'block', l.disk, 'holders'), { recursive: true });
@@ -119,6 +124,32 @@ describe('Sysfs topology', () => {
       { sid: 1, host: 3, portal: '10.0.0.1:3260', state: 'LOGGED_IN' },
       { sid: 2, host: 4, portal: '[fd00::10]:3260', state: 'FAILED' },
     ]);
+  });
+
+  it('reads one volume\'s paths in one walk: each portal\'s session, its state and only that LUN', async () => {
+    const paths = await sysfs.volumePaths(T1, 8);
+    expect(paths.sessionAt('10.0.0.1:3260')).toMatchObject({ sid: 1, state: 'LOGGED_IN', luns: [{ hctl: '3:0:0:8', devices: ['sdb'], state: 'running' }] });
+    expect(paths.sessionAt('[fd00::10]:3260')).toMatchObject({ sid: 2, state: 'FAILED', luns: [{ hctl: '4:0:0:8', devices: ['sdc'] }] });
+    expect(paths.sessionAt('10.0.0.2:3261')).toBeUndefined(); // another target's portal
+    // LUN 0: present on session 1 without a disk, absent on session 2
+    const lun0 = await sysfs.volumePaths(T1, 0);
+    expect(lun0.sessionAt('10.0.0.1:3260')?.luns).toEqual([{ hctl: '3:0:0:0', host: 3, channel: 0, target: 0, lun: 0, devices: [], state: 'running' }]);
+    expect(lun0.sessionAt('[fd00::10]:3260')?.luns).toEqual([]);
+  });
+
+  it('reads only the sessions made through the volume\'s iface', async () => {
+    const ifaceFile = (host: number, sid: number): string => join(root, `devices/platform/host${host}/session${sid}/iscsi_session/session${sid}/ifacename`);
+    await fs.writeFile(ifaceFile(3, 1), 'default\n');
+    await fs.writeFile(ifaceFile(4, 2), 'csi-vol-x\n');
+    try {
+      const own = await sysfs.volumePaths(T1, 8, 'csi-vol-x');
+      expect(own.sessionAt('10.0.0.1:3260')).toBeUndefined();
+      expect(own.sessionAt('[fd00::10]:3260')?.sid).toBe(2);
+      expect((await sysfs.volumePaths(T1, 8, 'default')).sessionAt('10.0.0.1:3260')?.sid).toBe(1);
+    } finally {
+      await fs.rm(ifaceFile(3, 1));
+      await fs.rm(ifaceFile(4, 2));
+    }
   });
 
   it('finds a LUN\'s devices per host and across a target\'s paths', async () => {
@@ -212,6 +243,7 @@ describe('Sysfs sessions kept between calls', () => {
     await fs.rm(join(root, `class/iscsi_session/session${sid}`));
     await fs.rm(join(root, `class/iscsi_host/host${host}`));
     await fs.rm(join(root, `class/scsi_host/host${host}`));
+    await fs.rm(join(root, `class/scsi_device/${host}:0:0:0`));
     await fs.rm(join(root, `devices/platform/host${host}`), { recursive: true });
   };
   const session = (host: number, sid: number, iqn: string) =>
