@@ -45,11 +45,9 @@ interface PathState {
 
 /** Each recorded portal's path: its session through the volume's iface, and the LUN's device on it. */
 async function pathStates(host: NodeHost, record: VolumeRecord): Promise<PathState[]> {
-  const hosts = await host.sysfs.portalHostMap(record.iqn, record.iface);
-  const sessions = (await host.sysfs.topology(record.iqn, record.lun)).sessionsForTarget(record.iqn);
+  const paths = await host.sysfs.volumePaths(record.iqn, record.lun, record.iface);
   return record.portals.map((portal): PathState => {
-    const scsiHost = hosts.get(portal);
-    const session = sessions.find((s) => s.host === scsiHost);
+    const session = paths.sessionAt(portal);
     if (!session) return { portal, up: false, state: 'no session' };
     if (session.state !== 'LOGGED_IN') return { portal, up: false, state: `session ${session.state ?? 'in an unknown state'}` };
     const lun = session.luns.find((l) => l.lun === record.lun && l.devices.length > 0);

@@ -120,11 +120,10 @@ interface PathFinding {
 }
 
 async function pathFindings(host: NodeHost, record: VolumeRecord): Promise<PathFinding[]> {
-  const hosts = await host.sysfs.portalHostMap(record.iqn, record.iface);
-  const sessions = (await host.sysfs.topology(record.iqn, record.lun)).sessionsForTarget(record.iqn);
+  const paths = await host.sysfs.volumePaths(record.iqn, record.lun, record.iface);
   const findings: PathFinding[] = [];
   for (const portal of record.portals) {
-    const session = sessions.find((s) => s.host === hosts.get(portal));
+    const session = paths.sessionAt(portal);
     if (!session) findings.push({ portal, problem: 'no-session' });
     else if (session.state !== 'LOGGED_IN') findings.push({ portal, problem: 'session-failed', sessionState: session.state });
     else if (!session.luns.some((l) => l.lun === record.lun && l.devices.length > 0)) findings.push({ portal, problem: 'no-device' });

@@ -42,12 +42,20 @@ export interface SessionTopology {
   sessionsForTarget(iqn: string): IscsiSessionInfo[];
 }
 
+/** One volume's sessions (its target's, through its iface), with only its LUN listed. */
+export interface VolumePathView {
+  /** the session that serves `portal` (canonical `addr:port`), if any */
+  sessionAt(portal: string): IscsiSessionInfo | undefined;
+}
+
 /** The kernel's SCSI/iSCSI view and control files (sysfs). */
 export interface ScsiView {
   /** `addr:port` → SCSI host of the target's sessions, only those through `iface` when given */
   portalHostMap(iqn: string, iface?: string): Promise<Map<string, number>>;
   /** with `onlyLun`, each session lists that LUN only (the cost of one volume's question does not grow with its neighbours) */
   topology(iqn: string, onlyLun?: number): Promise<SessionTopology>;
+  /** one volume's paths in one walk: what its condition and the healer read */
+  volumePaths(iqn: string, lun: number, iface?: string): Promise<VolumePathView>;
   /** block device names (`sdb`) of one LUN of a target, one per path */
   devicesForIqnLun(iqn: string, lun: number): Promise<string[]>;
   scanLun(host: number, lun: number): Promise<void>;

@@ -18,7 +18,7 @@ import type { IfaceRecord, IscsiFailure, IscsiOutcome, NodeRef, PortalTarget } f
 import type { VolumeRecord } from '../../src/node-host/metadata.js';
 import { probeFrom, type EdgeRegion } from '../../src/node-host/filesystem.js';
 import type { MountInfoEntry, MountState } from '../../src/node-host/mounts.js';
-import type { IscsiSessionInfo, MultipathHolder } from '../../src/node-host/sysfs.js';
+import { VolumePaths, type IscsiSessionInfo, type MultipathHolder } from '../../src/node-host/sysfs.js';
 import type { MultipathClaim } from '../../src/node-host/udev.js';
 import type { WaitOptions } from '../../src/node-host/devices.js';
 import { ForgottenNodes } from '../../src/flows/node-records.js';
@@ -660,6 +660,12 @@ export class FakeHost {
         const sessions = this.sessionList.filter((s) => s.iqn === iqn).map(sessionInfo)
           .map((s) => (onlyLun === undefined ? s : { ...s, luns: s.luns.filter((l) => l.lun === onlyLun) }));
         return { sessionsForTarget: (q: string) => sessions.filter((s) => s.iqn === q) };
+      },
+      volumePaths: async (iqn, lun, iface) => {
+        this.step('sysfs.volumePaths', `${iqn} ${lun}${iface === undefined ? '' : ` ${iface}`}`);
+        const sessions = this.sessionList.filter((s) => s.iqn === iqn && (iface === undefined || s.iface === iface)).map(sessionInfo)
+          .map((s) => ({ ...s, luns: s.luns.filter((l) => l.lun === lun) }));
+        return new VolumePaths(sessions);
       },
       devicesForIqnLun: async (iqn, lun) => {
         this.step('sysfs.devicesForIqnLun', `${iqn} ${lun}`);

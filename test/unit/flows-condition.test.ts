@@ -24,8 +24,11 @@ async function conditionOf(fake: FakeHost): Promise<{ abnormal: boolean; message
 describe('volume condition', () => {
   it('healthy: session logged in, device running, mount readable', async () => {
     const fake = await stagedVolume();
+    const mapsBefore = fake.ops('sysfs.portalHostMap').length;
     expect(await conditionOf(fake)).toEqual({ abnormal: false, message: 'healthy' });
-    expect(fake.ops('sysfs.topology')).toHaveLength(1);
+    // one walk of sysfs: the volume's sessions with their state, portals and its LUN
+    expect(fake.ops('sysfs.volumePaths')).toHaveLength(1);
+    expect(fake.ops('sysfs.portalHostMap')).toHaveLength(mapsBefore);
   });
 
   it('no session', async () => {
