@@ -3,7 +3,12 @@
 // reused pid is not mistaken for the owner), the PID namespace and boot it lives in, and the lock
 // directory it describes (inode and birth time, so an old record never speaks for a newer lock).
 // The node plugin runs with hostPID, so a restarted driver shares the crashed one's PID namespace.
-import { promises as fs } from 'node:fs';
+//
+// The record is written, read and removed with synchronous calls: it is a small file in the driver's
+// local state directory (no fsync: a record lost in a crash only delays a takeover to the stale
+// period), each call answers in microseconds from the dentry cache, and every stage and unstage
+// writes and removes it once, where a thread-pool round trip per call cost more CPU than the call.
+import { promises as fs, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { PROC_ROOT as PROC, readProcStat } from '../common/proc.js';
 
 const OWNER_SUFFIX = '.owner';
@@ -54,11 +59,11 @@ function ownerPath(lockPath: string): string {
 export async function writeLockOwner(lockPath: string): Promise<void> {
   const me = await self();
   if (!me) return;
-  const st = await fs.stat(lockPath);
+  const st = statSync(lockPath);
   const owner: LockOwner = { pid: process.pid, ...me, lockIno: st.ino, lockBirthMs: st.birthtimeMs };
   const tmp = `${ownerPath(lockPath)}.${process.pid}.tmp`;
-  await fs.writeFile(tmp, `${JSON.stringify(owner)}\n`, { mode: 0o600 });
-  await fs.rename(tmp, ownerPath(lockPath));
+  writeFileSync(tmp, `${JSON.stringify(owner)}\n`, { mode: 0o600 });
+  renameSync(tmp, ownerPath(lockPath));
 }
 
 /**
@@ -67,14 +72,18 @@ export async function writeLockOwner(lockPath: string): Promise<void> {
  */
 export async function removeLockOwner(lockPath: string, owner?: Pick<LockOwner, 'pid' | 'startTicks'>): Promise<void> {
   const expected = owner ?? (await self().then((me) => (me ? { pid: process.pid, startTicks: me.startTicks } : null)));
-  const current = await readLockOwner(lockPath);
+  const current = readLockOwner(lockPath);
   if (!current || !expected || current.pid !== expected.pid || current.startTicks !== expected.startTicks) return;
-  await fs.rm(ownerPath(lockPath), { force: true }).catch(() => undefined);
+  try {
+    rmSync(ownerPath(lockPath), { force: true });
+  } catch {
+    // left for the next owner to replace; a takeover checks the lock directory it describes
+  }
 }
 
-export async function readLockOwner(lockPath: string): Promise<LockOwner | null> {
+export function readLockOwner(lockPath: string): LockOwner | null {
   try {
-    const v = JSON.parse(await fs.readFile(ownerPath(lockPath), 'utf8')) as Partial<LockOwner>;
+    const v = JSON.parse(readFileSync(ownerPath(lockPath), 'utf8')) as Partial<LockOwner>;
     if (typeof v.pid !== 'number' || typeof v.startTicks !== 'string' || typeof v.pidNamespace !== 'string' ||
       typeof v.bootId !== 'string' || typeof v.lockIno !== 'number' || typeof v.lockBirthMs !== 'number') return null;
     return v as LockOwner;

@@ -5,7 +5,7 @@
 // volume). A lock left by a crashed process is taken over at once when its owner record shows the owner
 // is gone (same boot and PID namespace, no such process), else once it goes stale (its mtime stops
 // being refreshed).
-import { mkdirSync, promises as fs, statSync } from 'node:fs';
+import { mkdirSync, promises as fs, realpathSync, rmdirSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { KeyedMutex } from '../common/keyed-mutex.js';
@@ -41,6 +41,37 @@ const MAX_HANDOVERS = 64;
 const TAKEOVER_STALE_MARGIN_MS = 2_000;
 /** A takeover guard left by a process that crashed during a takeover is ignored and removed after this. */
 const TAKEOVER_GUARD_STALE_MS = 10_000;
+
+/**
+ * proper-lockfile's file calls (mkdir, stat, utimes, rmdir of the lock directory), made synchronously
+ * and answered on the next tick: they are metadata calls on the driver's local state directory that
+ * answer in microseconds, where a thread-pool round trip each cost more CPU than the call (a stage
+ * takes and drops the lock once). One object for the process: proper-lockfile keeps the directory's
+ * mtime precision on it.
+ */
+const LOCAL_STATE_FS = {
+  mkdir: answeredNextTick(mkdirSync),
+  rmdir: answeredNextTick(rmdirSync),
+  stat: answeredNextTick(statSync),
+  utimes: answeredNextTick(utimesSync),
+  realpath: answeredNextTick(realpathSync),
+  // its exit handler removes held locks synchronously
+  rmdirSync,
+};
+
+function answeredNextTick(syncCall: (...args: never[]) => unknown): (...args: unknown[]) => void {
+  return (...args) => {
+    const callback = args.pop() as (err: unknown, value?: unknown) => void;
+    let value: unknown;
+    try {
+      value = (syncCall as (...a: unknown[]) => unknown)(...args);
+    } catch (e) {
+      process.nextTick(callback, e);
+      return;
+    }
+    process.nextTick(callback, null, value);
+  };
+}
 
 interface HeldFileLock {
   release: () => Promise<void>;
@@ -103,19 +134,26 @@ export class TargetLock {
     mkdirSync(join(this.stateDir, 'locks'), { recursive: true, mode: LOCK_DIR_MODE });
     // no lock directory, no owner to take over from (one made meanwhile has a live owner)
     if (statSync(lockPath, { throwIfNoEntry: false })) await this.takeOverFromDeadOwner(iqn, lockPath);
+    const options: lockfile.LockOptions = {
+      lockfilePath: lockPath,
+      realpath: false,
+      stale: this.staleMs,
+      fs: LOCAL_STATE_FS,
+      // the default throws from a timer and would crash the driver; a compromised lock (its
+      // directory removed or not refreshable) is reported and the operation carries on
+      onCompromised: (err) => {
+        held.compromised = true;
+        this.logger?.error({ iqn, lockPath, err: err.message }, 'target lock compromised');
+      },
+    };
+    const file = lockPath.slice(0, -'.lock'.length);
     let release: () => Promise<void>;
     try {
-      release = await lockfile.lock(lockPath.slice(0, -'.lock'.length), {
-        lockfilePath: lockPath,
-        realpath: false,
-        stale: this.staleMs,
-        retries: { retries: this.retries, minTimeout: RETRY_MIN_MS, maxTimeout: RETRY_MAX_MS, factor: RETRY_FACTOR },
-        // the default throws from a timer and would crash the driver; a compromised lock (its
-        // directory removed or not refreshable) is reported and the operation carries on
-        onCompromised: (err) => {
-          held.compromised = true;
-          this.logger?.error({ iqn, lockPath, err: err.message }, 'target lock compromised');
-        },
+      // one attempt first: the retry schedule (a delay computed for each of its hundreds of attempts)
+      // is built only when another process holds the lock
+      release = await lockfile.lock(file, { ...options, retries: 0 }).catch((e: unknown) => {
+        if ((e as { code?: string }).code !== 'ELOCKED') throw e;
+        return lockfile.lock(file, { ...options, retries: { retries: this.retries, minTimeout: RETRY_MIN_MS, maxTimeout: RETRY_MAX_MS, factor: RETRY_FACTOR } });
       });
     } catch (e) {
       if ((e as { code?: string }).code === 'ELOCKED') {
@@ -140,7 +178,7 @@ export class TargetLock {
    * window, as before takeovers existed).
    */
   private async takeOverFromDeadOwner(iqn: string, lockPath: string): Promise<void> {
-    const owner = await readLockOwner(lockPath);
+    const owner = readLockOwner(lockPath);
     if (!owner || !(await lockOwnerGone(lockPath, owner))) return;
     // near or past the stale period proper-lockfile removes it on its own terms: two removers of one
     // directory could each end up holding a lock, so the takeover keeps out of its way
@@ -149,7 +187,7 @@ export class TargetLock {
     const guard = `${lockPath}.takeover`;
     if (!(await takeGuard(guard))) return; // another process is taking it over: wait as usual
     try {
-      const again = await readLockOwner(lockPath);
+      const again = readLockOwner(lockPath);
       if (!again || again.pid !== owner.pid || again.startTicks !== owner.startTicks || !(await lockOwnerGone(lockPath, again))) return;
       // the record first: once the directory is gone another process may take the lock and write its own
       await removeLockOwner(lockPath, owner);
