@@ -4,9 +4,12 @@
 // file or an unknown version with an INTERNAL error naming the file, rather than starting over empty
 // (which would forget every volume). Used by every state file of the driver.
 //
-// `fs` is used through the `promises` object on purpose: tests replace its methods to inject faults.
+// Opening, writing, renaming and reading are synchronous: page-cache work on the driver's local state
+// directory that answers in microseconds, where each thread-pool round trip cost more CPU than the
+// call (a stage writes its record twice). Only the fsyncs, which wait for the disk, run off the event
+// loop. `fs` is used through the module object on purpose: tests replace its methods to inject faults.
 import { randomBytes } from 'node:crypto';
-import { promises as fs } from 'node:fs';
+import fs from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { errnoCode, Internal } from '../errors.js';
 
@@ -41,17 +44,17 @@ export async function writeJsonDurably(path: string, value: unknown, opts: Write
   const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(TEMP_RANDOM_BYTES).toString('hex')}${TEMP_SUFFIX}`);
   const text = `${JSON.stringify(value, null, 2)}\n`;
   const writeTemp = async (): Promise<void> => {
-    const handle = await fs.open(tmp, 'wx', opts.mode ?? PRIVATE_FILE_MODE);
+    const fd = fs.openSync(tmp, 'wx', opts.mode ?? PRIVATE_FILE_MODE);
     try {
       try {
-        await handle.writeFile(text, 'utf8');
-        await handle.sync();
+        fs.writeFileSync(fd, text, 'utf8');
+        await fsync(fd);
       } finally {
-        await handle.close();
+        fs.closeSync(fd);
       }
-      await fs.rename(tmp, path);
+      fs.renameSync(tmp, path);
     } catch (e) {
-      await fs.rm(tmp, { force: true });
+      fs.rmSync(tmp, { force: true });
       throw e;
     }
   };
@@ -61,12 +64,19 @@ export async function writeJsonDurably(path: string, value: unknown, opts: Write
 
 /** Makes the entries of `dir` (a rename, a new or removed file) durable. */
 export async function fsyncDirectory(dir: string): Promise<void> {
-  const handle = await fs.open(dir, 'r');
+  const fd = fs.openSync(dir, 'r');
   try {
-    await handle.sync();
+    await fsync(fd);
   } finally {
-    await handle.close();
+    fs.closeSync(fd);
   }
+}
+
+/** fsync(2) on the thread pool: it waits for the disk. */
+function fsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    fs.fsync(fd, (err) => (err ? reject(err) : resolve()));
+  });
 }
 
 export interface ReadOptions {
@@ -84,7 +94,7 @@ export interface ReadOptions {
 export async function readJson(path: string, opts: ReadOptions): Promise<unknown> {
   let text: string;
   try {
-    text = await fs.readFile(path, 'utf8');
+    text = fs.readFileSync(path, 'utf8');
   } catch (e) {
     if (errnoCode(e) === 'ENOENT' || errnoCode(e) === 'ENOTDIR') return undefined;
     throw new Internal(`cannot read ${opts.what} ${path}: ${(e as Error).message}`);
@@ -135,7 +145,7 @@ export class DurableJsonFile<T extends { version: number }> {
   /** Resolves once a snapshot taken after the call is on disk. */
   save(): Promise<void> {
     const run = this.#queue.then(async () => {
-      await fs.mkdir(dirname(this.path), { recursive: true, mode: PRIVATE_DIR_MODE });
+      fs.mkdirSync(dirname(this.path), { recursive: true, mode: PRIVATE_DIR_MODE });
       await writeJsonDurably(this.path, this.snapshot(), { mode: this.opts.mode ?? PRIVATE_FILE_MODE });
     });
     this.#queue = run.catch(() => undefined);

@@ -1,5 +1,5 @@
 // The one crash-safe JSON writer and versioned reader behind every state file of the driver.
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -34,25 +34,27 @@ describe('writeJsonDurably', () => {
     const file = join(dir, 'state.json');
     await writeJsonDurably(file, { version: 1, n: 'old' });
     const events: string[] = [];
-    const open = fsp.open.bind(fsp);
-    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-      const handle = await open(...args);
-      const sync = handle.sync.bind(handle);
-      handle.sync = async () => {
-        events.push(String(args[0]) === dir ? 'sync dir' : 'sync temp');
-        return sync();
-      };
-      return handle;
+    const opened = new Map<number, string>();
+    const openSync = fs.openSync.bind(fs);
+    vi.spyOn(fs, 'openSync').mockImplementation((...args: Parameters<typeof fs.openSync>) => {
+      const fd = openSync(...args);
+      opened.set(fd, String(args[0]));
+      return fd;
     });
-    const rename = fsp.rename.bind(fsp);
-    vi.spyOn(fsp, 'rename').mockImplementation(async (from, to) => {
+    const fsync = fs.fsync.bind(fs);
+    vi.spyOn(fs, 'fsync').mockImplementation((fd, callback) => {
+      events.push(opened.get(fd) === dir ? 'sync dir' : 'sync temp');
+      fsync(fd, callback);
+    });
+    const renameSync = fs.renameSync.bind(fs);
+    vi.spyOn(fs, 'renameSync').mockImplementation((from, to) => {
       // at the rename the temp file already holds the whole new document, and the real name the old one
       expect(String(from)).not.toBe(file);
       expect(String(from)).toMatch(/\/\.state\.json\.\d+\.[0-9a-f]+\.tmp$/);
-      expect(JSON.parse(await fsp.readFile(from, 'utf8'))).toEqual({ version: 1, n: 'new' });
-      expect(JSON.parse(await fsp.readFile(file, 'utf8'))).toEqual({ version: 1, n: 'old' });
+      expect(JSON.parse(fs.readFileSync(from, 'utf8'))).toEqual({ version: 1, n: 'new' });
+      expect(JSON.parse(fs.readFileSync(file, 'utf8'))).toEqual({ version: 1, n: 'old' });
       events.push('rename');
-      return rename(from, to);
+      renameSync(from, to);
     });
     await writeJsonDurably(file, { version: 1, n: 'new' });
     expect(events).toEqual(['sync temp', 'rename', 'sync dir']);
@@ -62,21 +64,19 @@ describe('writeJsonDurably', () => {
   it('keeps the old document and removes the temp file when the write, fsync or rename fails', async () => {
     const file = join(dir, 'state.json');
     await writeJsonDurably(file, { version: 1, n: 1 });
-    const open = fsp.open.bind(fsp);
-    const failing = (what: 'writeFile' | 'sync') => vi.spyOn(fsp, 'open').mockImplementationOnce(async (...args: Parameters<typeof fsp.open>) => {
-      const handle = await open(...args);
-      handle[what] = async () => {
-        // half a document reached the temp file when the disk filled up (or the machine died)
-        if (what === 'writeFile') await handle.write('{"version": 1, "n"');
-        throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
-      };
-      return handle;
+    const diskFull = (): Error => Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+    const writeFileSync = fs.writeFileSync.bind(fs);
+    // half a document reached the temp file when the disk filled up (or the machine died)
+    vi.spyOn(fs, 'writeFileSync').mockImplementationOnce((target) => {
+      writeFileSync(target, '{"version": 1, "n"');
+      throw diskFull();
     });
-    failing('writeFile');
     await expect(writeJsonDurably(file, { version: 1, n: 2 })).rejects.toMatchObject({ code: 'ENOSPC' });
-    failing('sync');
+    vi.spyOn(fs, 'fsync').mockImplementationOnce((_fd, callback) => callback(diskFull()));
     await expect(writeJsonDurably(file, { version: 1, n: 3 })).rejects.toMatchObject({ code: 'ENOSPC' });
-    vi.spyOn(fsp, 'rename').mockRejectedValueOnce(Object.assign(new Error('read-only file system'), { code: 'EROFS' }));
+    vi.spyOn(fs, 'renameSync').mockImplementationOnce(() => {
+      throw Object.assign(new Error('read-only file system'), { code: 'EROFS' });
+    });
     await expect(writeJsonDurably(file, { version: 1, n: 4 })).rejects.toMatchObject({ code: 'EROFS' });
     expect(JSON.parse(await fsp.readFile(file, 'utf8'))).toEqual({ version: 1, n: 1 });
     expect(await fsp.readdir(dir)).toEqual(['state.json']);
@@ -148,7 +148,9 @@ describe('DurableJsonFile', () => {
   it('reports a failed write as INTERNAL naming the file, and the next save still works', async () => {
     const doc: Doc = { version: 1, n: 1 };
     const file = new DurableJsonFile<Doc>(join(dir, 'claims.json'), { what: 'controller state', version: 1 }, () => doc);
-    vi.spyOn(fsp, 'rename').mockRejectedValueOnce(Object.assign(new Error('disk full'), { code: 'ENOSPC' }));
+    vi.spyOn(fs, 'renameSync').mockImplementationOnce(() => {
+      throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+    });
     await expect(file.save()).rejects.toMatchObject({ code: status.INTERNAL, message: `cannot write controller state ${file.path}: disk full` });
     await file.save();
     expect(await file.load()).toEqual(doc);

@@ -1,6 +1,6 @@
 // The tgt backend's CHAP account store: passwords only in its 0600 file, one password per user name,
 // accounts created in tgtd from it and deleted once no volume uses them.
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { status } from '@grpc/grpc-js';
@@ -58,7 +58,9 @@ describe('ChapStore', () => {
   });
 
   it('records nothing when its file cannot be written', async () => {
-    vi.spyOn(fsp, 'rename').mockRejectedValueOnce(Object.assign(new Error('disk full'), { code: 'ENOSPC' }));
+    vi.spyOn(fs, 'renameSync').mockImplementationOnce(() => {
+      throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+    });
     await expect(store.store(creds())).rejects.toMatchObject({ code: status.INTERNAL });
     expect(store.credentialsOf({ user: 'volchap' })).toBeUndefined();
     await store.store(creds('another-secret-1')); // not "already used"

@@ -1,4 +1,4 @@
-import { promises as fsp } from 'node:fs';
+import fs, { promises as fsp } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -81,7 +81,9 @@ describe('MetadataStore', () => {
     await store.save(record('pvc-3', { lun: 1 }));
     await store.save(record('pvc-3', { lun: 2 }));
     expect((await store.load('pvc-3'))?.lun).toBe(2);
-    const rename = vi.spyOn(fsp, 'rename').mockRejectedValueOnce(Object.assign(new Error('disk full'), { code: 'ENOSPC' }));
+    const rename = vi.spyOn(fs, 'renameSync').mockImplementationOnce(() => {
+      throw Object.assign(new Error('disk full'), { code: 'ENOSPC' });
+    });
     await expect(store.save(record('pvc-3', { lun: 3 }))).rejects.toThrow('disk full');
     rename.mockRestore();
     expect((await store.load('pvc-3'))?.lun).toBe(2);
@@ -90,22 +92,25 @@ describe('MetadataStore', () => {
 
   it('syncs the file before renaming it into place', async () => {
     const order: string[] = [];
-    const rename = vi.spyOn(fsp, 'rename').mockImplementation(async () => {
+    const rename = vi.spyOn(fs, 'renameSync').mockImplementation(() => {
       order.push('rename');
     });
-    const open = fsp.open.bind(fsp);
-    vi.spyOn(fsp, 'open').mockImplementation(async (...args: Parameters<typeof fsp.open>) => {
-      const handle = await open(...args);
-      const sync = handle.sync.bind(handle);
-      handle.sync = async () => {
-        order.push(`sync ${String(args[0]).endsWith('.tmp') ? 'file' : 'dir'}`);
-        return sync();
-      };
-      return handle;
+    const opened = new Map<number, string>();
+    const openSync = fs.openSync.bind(fs);
+    vi.spyOn(fs, 'openSync').mockImplementation((...args: Parameters<typeof fs.openSync>) => {
+      const fd = openSync(...args);
+      opened.set(fd, String(args[0]));
+      return fd;
+    });
+    const fsync = fs.fsync.bind(fs);
+    vi.spyOn(fs, 'fsync').mockImplementation((fd, callback) => {
+      order.push(`sync ${opened.get(fd)?.endsWith('.tmp') ? 'file' : 'dir'}`);
+      fsync(fd, callback);
     });
     await store.save(record('pvc-4'));
     rename.mockRestore();
-    expect(order.slice(-3)).toEqual(['sync file', 'rename', 'sync dir']);
+    // a new volume: the sync of its directory's entry in volumes/ starts alongside the file's
+    expect(order).toEqual(['sync file', 'sync dir', 'rename', 'sync dir']);
   });
 
   it('reports a corrupt record as INTERNAL naming the file, and the survey skips it and names it', async () => {
@@ -230,18 +235,24 @@ describe('MetadataStore on a full state directory', () => {
   const noSpace = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
 
   it('a write without space is RESOURCE_EXHAUSTED naming the state directory', async () => {
-    vi.spyOn(fsp, 'rename').mockRejectedValueOnce(noSpace());
+    vi.spyOn(fs, 'renameSync').mockImplementationOnce(() => {
+      throw noSpace();
+    });
     const e = await store.save(record('pvc-full')).then(() => undefined, (err: unknown) => err);
     expect(e).toBeInstanceOf(ResourceExhausted);
     expect((e as Error).message).toContain(`the state directory ${stateDir} is full`);
   });
 
   it('a first record that cannot be written leaves no empty volume directory; an existing one keeps its record', async () => {
-    vi.spyOn(fsp, 'open').mockRejectedValueOnce(noSpace());
+    vi.spyOn(fs, 'openSync').mockImplementationOnce(() => {
+      throw noSpace();
+    });
     await expect(store.save(record('pvc-new'))).rejects.toThrow(ResourceExhausted);
     await expect(fsp.access(store.volumeDir('pvc-new'))).rejects.toMatchObject({ code: 'ENOENT' });
     await store.save(record('pvc-old', { phase: 'attaching' }));
-    vi.spyOn(fsp, 'open').mockRejectedValueOnce(noSpace());
+    vi.spyOn(fs, 'openSync').mockImplementationOnce(() => {
+      throw noSpace();
+    });
     await expect(store.save(record('pvc-old'))).rejects.toThrow(ResourceExhausted);
     expect((await store.load('pvc-old'))?.phase).toBe('attaching');
   });
