@@ -32,33 +32,49 @@ export function unescapeMountField(field: string): string {
   return field.replace(/\\([0-7]{3})/g, (_m, oct: string) => String.fromCharCode(parseInt(oct, 8)));
 }
 
+/** The kernel's escaping of a mount field (what unescapeMountField undoes). */
+function escapeMountField(field: string): string {
+  return field.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`);
+}
+
 /**
- * Parses /proc/<pid>/mountinfo (proc(5)): `id parent major:minor root mountpoint options [optional…] -
- * fstype source superoptions`. Lines that do not follow the format are skipped.
+ * One line of /proc/<pid>/mountinfo (proc(5)): `id parent major:minor root mountpoint options
+ * [optional…] - fstype source superoptions`; null when it does not follow the format.
  */
-export function parseMountInfo(text: string): MountInfoEntry[] {
+function parseMountInfoLine(line: string): MountInfoEntry | null {
+  if (line.trim() === '') return null;
+  const fields = line.split(' ');
+  const sep = fields.indexOf('-', 6);
+  if (sep < 0 || fields.length < sep + 3) return null;
+  const [id, parent, dev, root, mountPoint, options] = fields;
+  const devMatch = /^(\d+):(\d+)$/.exec(dev ?? '');
+  if (!devMatch) return null;
+  return {
+    mountId: Number(id),
+    parentId: Number(parent),
+    major: Number(devMatch[1]),
+    minor: Number(devMatch[2]),
+    root: unescapeMountField(root!),
+    mountPoint: unescapeMountField(mountPoint!),
+    mountOptions: options!.split(','),
+    optionalFields: fields.slice(6, sep),
+    fsType: unescapeMountField(fields[sep + 1]!),
+    source: unescapeMountField(fields[sep + 2]!),
+    superOptions: (fields[sep + 3] ?? '').split(',').filter(Boolean),
+  };
+}
+
+/**
+ * Parses /proc/<pid>/mountinfo, keeping only lines that contain every one of `needles` (a cheap test
+ * before the parse: a node has hundreds of mounts, a question is about one). Lines that do not follow
+ * the format are skipped.
+ */
+export function parseMountInfo(text: string, needles: string[] = []): MountInfoEntry[] {
   const out: MountInfoEntry[] = [];
   for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    const fields = line.split(' ');
-    const sep = fields.indexOf('-', 6);
-    if (sep < 0 || fields.length < sep + 3) continue;
-    const [id, parent, dev, root, mountPoint, options] = fields;
-    const devMatch = /^(\d+):(\d+)$/.exec(dev ?? '');
-    if (!devMatch) continue;
-    out.push({
-      mountId: Number(id),
-      parentId: Number(parent),
-      major: Number(devMatch[1]),
-      minor: Number(devMatch[2]),
-      root: unescapeMountField(root!),
-      mountPoint: unescapeMountField(mountPoint!),
-      mountOptions: options!.split(','),
-      optionalFields: fields.slice(6, sep),
-      fsType: unescapeMountField(fields[sep + 1]!),
-      source: unescapeMountField(fields[sep + 2]!),
-      superOptions: (fields[sep + 3] ?? '').split(',').filter(Boolean),
-    });
+    if (!needles.every((n) => line.includes(n))) continue;
+    const entry = parseMountInfoLine(line);
+    if (entry) out.push(entry);
   }
   return out;
 }
@@ -96,8 +112,8 @@ export class Mounts {
    * The whole mount table, read fresh. Synchronously: procfs generates it from memory (no device I/O),
    * and one read costs less than the thread-pool round trips of an asynchronous one.
    */
-  async list(): Promise<MountInfoEntry[]> {
-    return parseMountInfo(readFileSync(this.cfg.host.mountInfoPath, 'utf8'));
+  async list(needles: string[] = []): Promise<MountInfoEntry[]> {
+    return parseMountInfo(readFileSync(this.cfg.host.mountInfoPath, 'utf8'), needles);
   }
 
   /**
@@ -117,7 +133,7 @@ export class Mounts {
   /** Mounts whose mount point is `path`, in mount order (the last one is visible). */
   async mountsAt(path: string): Promise<MountInfoEntry[]> {
     const target = await this.canonicalPath(path);
-    return (await this.list()).filter((m) => m.mountPoint === target);
+    return (await this.list([` ${escapeMountField(target)} `])).filter((m) => m.mountPoint === target);
   }
 
   /**

@@ -3,7 +3,7 @@
 // 2 = maybe (find_multipaths smart: multipathd waits a while for a second path). multipathd builds the
 // map after the path's links exist, so a single-path LUN on a node running multipathd must wait for
 // its map; mounting the path device first would keep multipathd from ever taking it.
-import { promises as fs } from 'node:fs';
+import { promises as fs, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Sysfs } from './sysfs.js';
 import { waitUntil } from './devices.js';
@@ -50,7 +50,8 @@ export class Udev {
     const entry = `b${number}`;
     const read = async (): Promise<MultipathClaim | null> => {
       try {
-        return claimOf(parseUdevProperties(await fs.readFile(join(this.dataDir, entry), 'utf8')));
+        // synchronous: udev keeps its database on /run (tmpfs), a read from memory that costs less than a thread-pool round trip
+        return claimOf(parseUdevProperties(readFileSync(join(this.dataDir, entry), 'utf8')));
       } catch {
         return null;
       }

@@ -83,6 +83,18 @@ describe('Mounts with a scripted mount table', () => {
     expect(await m.mountState(dir)).toEqual({ mounted: false });
   });
 
+  it('matches the mount point field only, with the kernel escaping of tab, newline and backslash', async () => {
+    const odd = join(dir, 'a\tb\\c\nd');
+    await fsp.writeFile(table, [
+      `60 27 7:0 / ${join(dir, 'a\\011b\\134c\\012d')} rw - ext4 /dev/loop0 rw`,
+      // the path as another mount's root and as a source: not a mount at it
+      `61 27 7:1 ${target.replace(/ /g, '\\040')} /elsewhere rw - ext4 ${target.replace(/ /g, '\\040')} rw`,
+    ].join('\n') + '\n');
+    const m = new Mounts(new TableRunner(table, []), cfg());
+    expect((await m.mountsAt(odd)).map((e) => e.mountId)).toEqual([60]);
+    expect(await m.mountsAt(target)).toEqual([]);
+  });
+
   it('reports a mount whose stat fails with ENOTCONN/EIO/ESTALE as mounted and stale', async () => {
     await fsp.writeFile(table, mounted(1));
     const m = new Mounts(new TableRunner(table, []), cfg());
