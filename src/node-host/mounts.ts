@@ -65,14 +65,14 @@ function parseMountInfoLine(line: string): MountInfoEntry | null {
 }
 
 /**
- * Parses /proc/<pid>/mountinfo, keeping only lines that contain every one of `needles` (a cheap test
- * before the parse: a node has hundreds of mounts, a question is about one). Lines that do not follow
- * the format are skipped.
+ * Parses /proc/<pid>/mountinfo, only the lines `mayMatch` lets through (a cheap test before the parse:
+ * a node has hundreds of mounts, a question is about one). Lines that do not follow the format are
+ * skipped.
  */
-export function parseMountInfo(text: string, needles: string[] = []): MountInfoEntry[] {
+export function parseMountInfo(text: string, mayMatch: (line: string) => boolean = () => true): MountInfoEntry[] {
   const out: MountInfoEntry[] = [];
   for (const line of text.split('\n')) {
-    if (!needles.every((n) => line.includes(n))) continue;
+    if (!mayMatch(line)) continue;
     const entry = parseMountInfoLine(line);
     if (entry) out.push(entry);
   }
@@ -112,8 +112,8 @@ export class Mounts {
    * The whole mount table, read fresh. Synchronously: procfs generates it from memory (no device I/O),
    * and one read costs less than the thread-pool round trips of an asynchronous one.
    */
-  async list(needles: string[] = []): Promise<MountInfoEntry[]> {
-    return parseMountInfo(readFileSync(this.cfg.host.mountInfoPath, 'utf8'), needles);
+  async list(mayMatch?: (line: string) => boolean): Promise<MountInfoEntry[]> {
+    return parseMountInfo(readFileSync(this.cfg.host.mountInfoPath, 'utf8'), mayMatch);
   }
 
   /**
@@ -133,7 +133,8 @@ export class Mounts {
   /** Mounts whose mount point is `path`, in mount order (the last one is visible). */
   async mountsAt(path: string): Promise<MountInfoEntry[]> {
     const target = await this.canonicalPath(path);
-    return (await this.list([` ${escapeMountField(target)} `])).filter((m) => m.mountPoint === target);
+    const field = ` ${escapeMountField(target)} `;
+    return (await this.list((line) => line.includes(field))).filter((m) => m.mountPoint === target);
   }
 
   /**
@@ -146,7 +147,8 @@ export class Mounts {
     const dev = await blockDeviceNumber(device);
     if (!dev) return [];
     const out: MountInfoEntry[] = [];
-    for (const m of await this.list()) {
+    const own = ` ${dev.major}:${dev.minor} `;
+    for (const m of await this.list((line) => line.includes(own) || line.includes(' 0:'))) {
       if (m.major === dev.major && m.minor === dev.minor) out.push(m);
       else if (m.major === 0 && m.source.startsWith('/')) {
         const src = await blockDeviceNumber(m.source);
