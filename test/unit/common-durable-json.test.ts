@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   DurableJsonFile, readJson, readVersionedJson, RESTORE_HINT, writeJsonDurably,
 } from '../../src/common/durable-json.js';
+import { spyOnFsyncs } from '../helpers/fsync-spy.js';
 
 let dir: string;
 beforeEach(async () => {
@@ -34,18 +35,7 @@ describe('writeJsonDurably', () => {
     const file = join(dir, 'state.json');
     await writeJsonDurably(file, { version: 1, n: 'old' });
     const events: string[] = [];
-    const opened = new Map<number, string>();
-    const openSync = fs.openSync.bind(fs);
-    vi.spyOn(fs, 'openSync').mockImplementation((...args: Parameters<typeof fs.openSync>) => {
-      const fd = openSync(...args);
-      opened.set(fd, String(args[0]));
-      return fd;
-    });
-    const fsync = fs.fsync.bind(fs);
-    vi.spyOn(fs, 'fsync').mockImplementation((fd, callback) => {
-      events.push(opened.get(fd) === dir ? 'sync dir' : 'sync temp');
-      fsync(fd, callback);
-    });
+    spyOnFsyncs((path) => events.push(path === dir ? 'sync dir' : 'sync temp'));
     const renameSync = fs.renameSync.bind(fs);
     vi.spyOn(fs, 'renameSync').mockImplementation((from, to) => {
       // at the rename the temp file already holds the whole new document, and the real name the old one

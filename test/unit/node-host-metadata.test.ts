@@ -6,6 +6,7 @@ import { Internal, ResourceExhausted } from '../../src/errors.js';
 import { Secret } from '../../src/log.js';
 import { MetadataStore, METADATA_SCHEMA_VERSION, secretPaths, type VolumeRecord } from '../../src/node-host/metadata.js';
 import { volumeKey } from '../../src/common/validate.js';
+import { spyOnFsyncs } from '../helpers/fsync-spy.js';
 
 function record(volumeId: string, over: Partial<VolumeRecord> = {}): VolumeRecord {
   return {
@@ -95,18 +96,7 @@ describe('MetadataStore', () => {
     const rename = vi.spyOn(fs, 'renameSync').mockImplementation(() => {
       order.push('rename');
     });
-    const opened = new Map<number, string>();
-    const openSync = fs.openSync.bind(fs);
-    vi.spyOn(fs, 'openSync').mockImplementation((...args: Parameters<typeof fs.openSync>) => {
-      const fd = openSync(...args);
-      opened.set(fd, String(args[0]));
-      return fd;
-    });
-    const fsync = fs.fsync.bind(fs);
-    vi.spyOn(fs, 'fsync').mockImplementation((fd, callback) => {
-      order.push(`sync ${opened.get(fd)?.endsWith('.tmp') ? 'file' : 'dir'}`);
-      fsync(fd, callback);
-    });
+    spyOnFsyncs((path) => order.push(`sync ${path?.endsWith('.tmp') ? 'file' : 'dir'}`));
     await store.save(record('pvc-4'));
     rename.mockRestore();
     // a new volume: the sync of its directory's entry in volumes/ starts alongside the file's
