@@ -4,6 +4,7 @@
 import { createHash } from 'node:crypto';
 import { isIPv4, isIPv6 } from 'node:net';
 import { InvalidArgument } from '../errors.js';
+import { BoundedMemo } from './bounded-memo.js';
 
 // ---------------------------------------------------------------------------------------------------
 // iSCSI names (RFC 3720 §3.2.6, RFC 3721, RFC 3722 stringprep profile, RFC 3980 for naa.)
@@ -231,6 +232,9 @@ export function parseVolumeId(value: unknown): string {
 
 const READABLE_KEY_CHARS = 48;
 const KEY_HASH_HEX = 32;
+/** Keys of the volumes and targets a node has seen lately: every step of a stage names its volume's directory or its target's lock. */
+const FILE_KEY_MEMO_ENTRIES = 1024;
+const fileKeys = new BoundedMemo<string, string>(FILE_KEY_MEMO_ENTRIES);
 
 /**
  * A stable file name for an arbitrary string: a sanitised readable prefix (for people looking at the
@@ -238,9 +242,13 @@ const KEY_HASH_HEX = 32;
  * contains "/", at most 81 characters.
  */
 export function safeFileKey(value: string): string {
+  const known = fileKeys.get(value);
+  if (known !== undefined) return known;
   const hash = createHash('sha256').update(value, 'utf8').digest('hex').slice(0, KEY_HASH_HEX);
   const readable = value.replace(/[^A-Za-z0-9._-]/g, '_').replace(/^\./, '_').slice(0, READABLE_KEY_CHARS);
-  return readable.length > 0 ? `${readable}-${hash}` : hash;
+  const key = readable.length > 0 ? `${readable}-${hash}` : hash;
+  fileKeys.set(value, key);
+  return key;
 }
 
 /** Directory name for a volume's state: see safeFileKey. */
