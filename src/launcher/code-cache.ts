@@ -25,7 +25,7 @@ function digest(bytes: Buffer): Buffer {
   return createHash('sha256').update(bytes).digest();
 }
 
-function writeAtomically(file: string, data: string | Buffer): void {
+function writeAtomically(file: string, data: Buffer): void {
   writeFileSync(`${file}.tmp`, data);
   renameSync(`${file}.tmp`, file);
 }

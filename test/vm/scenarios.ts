@@ -443,15 +443,9 @@ function cpuTicks(pid: number | undefined): CpuTicks {
   // user nice system idle iowait irq softirq steal (guest time is already in user)
   const total = cpu.slice(0, 8).reduce((a, b) => a + b, 0);
   const busy = total - cpu[3]! - cpu[4]!;
-  let own = 0;
-  let children = 0;
-  if (pid !== undefined) {
-    // the fields after the command name: utime is the 12th, then stime, cutime, cstime
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /, '').split(' ').map(Number);
-    own = fields[11]! + fields[12]!;
-    children = fields[13]! + fields[14]!;
-  }
-  return { busy, total, own, children, pid, processes: ticksByProcess() };
+  const processes = ticksByProcess();
+  const driver = pid === undefined ? undefined : processes.get(pid);
+  return { busy, total, own: driver?.own ?? 0, children: driver?.children ?? 0, pid, processes };
 }
 
 /** CPU ticks of every process, from /proc/PID/stat. */
