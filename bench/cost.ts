@@ -6,7 +6,8 @@
 //     per NodeUnstageVolume (session kept): the sum over the driver's threads of
 //     /proc/<pid>/task/*/schedstat (ns on CPU), its spawned commands apart (they are in their own
 //     processes; counted, not added);
-//   - start → first Probe answered, against a bare `node -e 0` in the same run; idle resident memory;
+//   - start → first Probe answered, against a bare `node -e 0` in the same run; resident memory after
+//     30 s without a call (and 3 s after start);
 //   - storms (block, cold and warm session): wall time against the machine's CPU floor for them;
 //   - scale: 32, 128, 256 volumes (32 LUNs per target): a stage storm, a stats sweep of all of them,
 //     a drain (all unstaged at once), the driver's CPU and the wall time per volume, logins per target.
@@ -31,7 +32,13 @@ const BUNDLED_CLI = new URL('../bundle/cli.js', import.meta.url).pathname;
 const LUNS_PER_TARGET = 32;
 const PROBE_POLL_MS = 2;
 const START_DEADLINE_MS = 30_000;
-const IDLE_SETTLE_MS = 3_000;
+/** When the driver has just started: what the figure used to be read at. */
+const JUST_STARTED_MS = 3_000;
+/**
+ * Idle: this long without a call. V8 gives back the heap start-up left behind only after some seconds
+ * without work (its memory reducer, ≈ 10 s here), and a node plugin spends hours like that.
+ */
+const IDLE_MS = 30_000;
 /** Budgets from issue 13. */
 const BUDGET = {
   warmStageMs: 3,
@@ -128,6 +135,14 @@ function threadCpuByName(pid: number): Map<string, number> {
 function rssMiB(pid: number): number {
   const line = readFileSync(`/proc/${pid}/status`, 'utf8').split('\n').find((l) => l.startsWith('VmRSS:'));
   return Number(line?.split(/\s+/)[1] ?? NaN) / 1024;
+}
+
+/** Resident memory just after start and once the driver has been idle for IDLE_MS. */
+async function idleRss(pid: number): Promise<{ justStartedMiB: number; idleMiB: number }> {
+  await sleep(JUST_STARTED_MS);
+  const justStartedMiB = rssMiB(pid);
+  await sleep(IDLE_MS - JUST_STARTED_MS);
+  return { justStartedMiB, idleMiB: rssMiB(pid) };
 }
 
 /** The driver in its own process, as a DaemonSet runs it. */
@@ -398,9 +413,13 @@ async function main(): Promise<void> {
     if (starts.length) push(rows, { figure: `process start → first Probe answered (node mode, p50 of ${opts.starts})`, value: `${startP50.toFixed(0)} ms (socket there at ${percentile(bound, 50).toFixed(0)} ms); bare node ${bareP50.toFixed(0)} ms (${(startP50 / bareP50).toFixed(2)}×)`, budget: `≤ ${BUDGET.startRatio}× bare`, ok: startP50 / bareP50 <= BUDGET.startRatio });
 
     driver = (await DriverProcess.start(opts.cli, configFile, endpoint, opts.profileDir)).driver;
-    await sleep(IDLE_SETTLE_MS);
-    const rss = rssMiB(driver.pid);
-    push(rows, { figure: 'resident memory, idle, node mode', value: `${rss.toFixed(1)} MiB`, budget: `≤ ${BUDGET.idleRssMiB} MiB`, ok: rss <= BUDGET.idleRssMiB });
+    const idle = await idleRss(driver.pid);
+    push(rows, {
+      figure: `resident memory, idle (${IDLE_MS / 1000} s without a call), node mode`,
+      value: `${idle.idleMiB.toFixed(1)} MiB (${idle.justStartedMiB.toFixed(1)} MiB ${JUST_STARTED_MS / 1000} s after start)`,
+      budget: `≤ ${BUDGET.idleRssMiB} MiB`,
+      ok: idle.idleMiB <= BUDGET.idleRssMiB,
+    });
 
     const c = new Cost(host, stateDir, driver, opts);
     if (opts.phases.has('sequential')) await sequentialCosts(c, rows);
