@@ -139,6 +139,7 @@ interface KnownSession {
 }
 
 const SESSION_NAME_RE = /^session\d+$/;
+const TARGET_DIR_RE = /^target\d+:\d+:\d+$/;
 /** `class/iscsi_session/sessionS` → `…/hostH/sessionS/iscsi_session/sessionS` (open-iscsi.md §4.1). */
 const SESSION_LINK_RE = /(?:^|\/)host(\d+)\/session\d+\/iscsi_session\/session\d+$/;
 
@@ -324,7 +325,7 @@ export class Sysfs {
     const [state, connections, luns] = await Promise.all([
       this.readSessionState(s.dir, s.name),
       this.readConnections(s, entries),
-      Promise.all(entries.filter((e) => /^target\d+:\d+:\d+$/.test(e)).map((t) => this.readTargetLuns(join(s.dir, t), onlyLun))).then((l) => l.flat()),
+      Promise.all(entries.filter((e) => TARGET_DIR_RE.test(e)).map((t) => this.readTargetLuns(join(s.dir, t), onlyLun))).then((l) => l.flat()),
     ]);
     return { sid: s.sid, host: s.host, iqn: s.iqn, state, connections, portals: portalKeys(connections), luns: luns.sort((a, b) => a.lun - b.lun) };
   }
@@ -409,7 +410,7 @@ export class Sysfs {
     const sessions = (await listDir(deviceDir)).filter((s) => /^session\d+$/.test(s));
     const found = await Promise.all(
       sessions.map(async (s) => {
-        const targets = (await listDir(join(deviceDir, s))).filter((t) => /^target\d+:\d+:\d+$/.test(t));
+        const targets = (await listDir(join(deviceDir, s))).filter((t) => TARGET_DIR_RE.test(t));
         const perTarget = await Promise.all(targets.map(async (t) => {
           const targetDir = join(deviceDir, s, t);
           const names = (await listDir(targetDir)).filter((e) => {
@@ -424,9 +425,22 @@ export class Sysfs {
     return found.flat().sort();
   }
 
-  /** Block device names (`sdb`) of one LUN of a target across all its sessions (one per path). */
+  /**
+   * Block device names (`sdb`) of one LUN of a target across all its sessions (one per path), in
+   * session order. Reads only what the names need: each session's target directories and that LUN's
+   * `block/`, not the sessions' states and connections (asked at every stats call, publish and unstage).
+   */
   async devicesForIqnLun(iqn: string, lun: number): Promise<string[]> {
-    return (await this.lunPaths(iqn, lun)).map((p) => p.device);
+    const sessions = (await this.sessionDirs(iqn)).sort((a, b) => a.sid - b.sid);
+    const perSession = await Promise.all(sessions.map(async (s) => {
+      const targets = (await listDir(s.dir)).filter((e) => TARGET_DIR_RE.test(e)).sort();
+      const perTarget = await Promise.all(targets.map(async (t) => {
+        const hctl = lunName(join(s.dir, t), lun);
+        return hctl === null ? [] : ((await lunBlockDevices(join(s.dir, t, hctl))) ?? []);
+      }));
+      return perTarget.flat();
+    }));
+    return perSession.flat();
   }
 
   /** The paths of one LUN of a target: SCSI host, session, portal and block device of each. */
