@@ -2,7 +2,7 @@
 // the original request. Kept in the driver's protected state directory (never inside the staging or
 // target path), written atomically (temp file, fsync, rename, fsync dir), mode 0600 in 0700
 // directories, schema-versioned, and never holding a secret.
-import { promises as fs, statSync, type BigIntStats } from 'node:fs';
+import { promises as fs, readdirSync, statSync, type BigIntStats } from 'node:fs';
 import { join } from 'node:path';
 import { errnoCode, Internal, ResourceExhausted } from '../errors.js';
 import { Secret, type Logger } from '../log.js';
@@ -363,45 +363,66 @@ export class MetadataStore {
     await fsyncDirectory(this.volumesDir()).catch(() => undefined);
   }
 
-  /** Every volume's record, and the files that cannot be read (logged and skipped). */
+  /**
+   * Every volume's record, and the files that cannot be read (logged and skipped). An unstage asks it
+   * of every record of the node: records unchanged since they were last read cost one stat each, with
+   * no promise of their own, and only the others are read.
+   */
   async survey(): Promise<RecordSurvey> {
     let keys: string[];
     try {
-      keys = await fs.readdir(this.volumesDir());
+      // synchronous: a listing of a local directory (see #read)
+      keys = readdirSync(this.volumesDir());
     } catch (e) {
       if (errnoCode(e) === 'ENOENT') return { records: [], unreadable: [] };
       throw e;
     }
     const unreadable: string[] = [];
-    const records = await Promise.all(
-      keys.map(async (key) => {
-        const file = join(this.volumesDir(), key, FILE_NAME);
-        try {
-          return await this.#read(file);
-        } catch (e) {
-          this.logger?.warn({ file, err: (e as Error).message }, 'skipping unreadable volume metadata');
-          unreadable.push(file);
-          return null;
-        }
-      }),
-    );
+    const records: (VolumeRecord | null)[] = [];
+    const changed: Promise<void>[] = [];
+    for (const key of keys) {
+      const file = join(this.volumesDir(), key, FILE_NAME);
+      const found = this.#cached(file);
+      if (found.record) {
+        records.push(found.record);
+        continue;
+      }
+      changed.push(this.#readInto(file, found.stamp).then((r) => void records.push(r), (e: unknown) => {
+        this.logger?.warn({ file, err: (e as Error).message }, 'skipping unreadable volume metadata');
+        unreadable.push(file);
+      }));
+    }
+    await Promise.all(changed);
     return { records: records.filter((r): r is VolumeRecord => r !== null).sort((a, b) => a.volumeId.localeCompare(b.volumeId)), unreadable: unreadable.sort() };
   }
 
   /** The record in `file` (null when none), from the cache while the file is the one read last. */
   async #read(file: string): Promise<VolumeRecord | null> {
+    const found = this.#cached(file);
+    return found.record ?? this.#readInto(file, found.stamp);
+  }
+
+  /**
+   * The cached record when `file` is still the one it was read from; else the file's stamp now (null
+   * when it cannot be stat'ed: gone, or an error the read will name). Synchronous: a stat of a local
+   * file answers from the inode cache, a thread-pool round trip costs more.
+   */
+  #cached(file: string): { record?: VolumeRecord; stamp: string | null } {
     let stamp: string;
     try {
-      // synchronous: a stat of a local file answers from the inode cache, a thread-pool round trip costs more
       stamp = stampOf(statSync(file, { bigint: true }));
     } catch {
       this.#cache.delete(file);
-      return readRecord(file); // gone (null), or an error readRecord names
+      return { stamp: null };
     }
     const cached = this.#cache.get(file);
-    if (cached?.stamp === stamp) return cached.record;
-    const record = await readRecord(file);
-    if (record) this.#cache.set(file, { stamp, record });
+    return cached?.stamp === stamp ? { record: cached.record, stamp } : { stamp };
+  }
+
+  /** Reads and checks `file`, caching it under `stamp` (the stat before the read). */
+  async #readInto(file: string, stamp: string | null): Promise<VolumeRecord | null> {
+    const record = await readRecord(file); // gone (null), or an error readRecord names
+    if (record && stamp !== null) this.#cache.set(file, { stamp, record });
     else this.#cache.delete(file);
     return record;
   }
