@@ -186,6 +186,8 @@ describe('static controller', () => {
     // a restart cannot mend the file: Probe stays ready, so kubelet does not restart the controller in a loop
     expect(await svc.probe()).toBeNull();
     expect(await codeOf(create(svc, 'pvc-broken', 1))).toBe(status.FAILED_PRECONDITION);
+    // the check Probe started may still be reading the broken file: the next one must read the mended one
+    expect(await svc.checkBackend()).toMatch(/not-an-iqn/);
     writeFileSync(inventoryFile, inventory());
     expect(await svc.checkBackend()).toBeNull();
     expect(svc.backendReachable()).toBe(true);
