@@ -55,9 +55,7 @@ export async function lunMounts(host: NodeHost, iqn: string, lun: number, alsoDe
     const holder = await host.sysfs.multipathHolder(name);
     if (holder) devices.add(host.devices.devicePath(holder.dm));
   }
-  const found = new Map<number, MountInfoEntry>();
-  for (const device of devices) for (const m of await host.mounts.mountsOfDevice(device)) found.set(m.mountId, m);
-  return [...found.values()];
+  return host.mounts.mountsOfDevices([...devices]);
 }
 
 /**

@@ -109,6 +109,8 @@ export interface MountTable {
   isMountPoint(path: string): Promise<boolean>;
   /** the mounts of the filesystem on `device` (and binds of it), wherever they are; empty when the device is gone */
   mountsOfDevice(device: string): Promise<MountInfoEntry[]>;
+  /** mountsOfDevice of several devices at once (one read of the table), each mount once */
+  mountsOfDevices(devices: string[]): Promise<MountInfoEntry[]>;
   mount(source: string, target: string, fsType: string, options: string[]): Promise<void>;
   bindMount(source: string, target: string, opts: BindMountOptions): Promise<void>;
   /** every mount stacked at `target`; nothing mounted is success */

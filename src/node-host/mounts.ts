@@ -144,15 +144,24 @@ export class Mounts {
    * the device node is gone (then nothing can be told by its number).
    */
   async mountsOfDevice(device: string): Promise<MountInfoEntry[]> {
-    const dev = await blockDeviceNumber(device);
-    if (!dev) return [];
+    return this.mountsOfDevices([device]);
+  }
+
+  /** mountsOfDevice for several devices (a LUN's paths and its map) with one read of the mount table. */
+  async mountsOfDevices(devices: string[]): Promise<MountInfoEntry[]> {
+    const numbers = new Set<string>();
+    for (const device of devices) {
+      const dev = await blockDeviceNumber(device);
+      if (dev) numbers.add(`${dev.major}:${dev.minor}`);
+    }
+    if (numbers.size === 0) return [];
+    const own = [...numbers].map((n) => ` ${n} `);
     const out: MountInfoEntry[] = [];
-    const own = ` ${dev.major}:${dev.minor} `;
-    for (const m of await this.list((line) => line.includes(own) || line.includes(' 0:'))) {
-      if (m.major === dev.major && m.minor === dev.minor) out.push(m);
+    for (const m of await this.list((line) => line.includes(' 0:') || own.some((n) => line.includes(n)))) {
+      if (numbers.has(`${m.major}:${m.minor}`)) out.push(m);
       else if (m.major === 0 && m.source.startsWith('/')) {
         const src = await blockDeviceNumber(m.source);
-        if (src && src.major === dev.major && src.minor === dev.minor) out.push(m);
+        if (src && numbers.has(`${src.major}:${src.minor}`)) out.push(m);
       }
     }
     return out;
