@@ -66,7 +66,7 @@ export async function lunMounts(host: NodeHost, iqn: string, lun: number, alsoDe
 async function mountedAlready(host: NodeHost, device: string, stagingPath: string, readonly: boolean, log: Logger): Promise<boolean> {
   const top = (await host.mounts.mountsAt(stagingPath)).at(-1);
   if (!top) return false;
-  const ours = (await host.mounts.mountsOfDevice(device)).some((m) => m.mountId === top.mountId && m.root === '/');
+  const ours = (await host.mounts.mountsOfDevices([device])).some((m) => m.mountId === top.mountId && m.root === '/');
   if (!ours) throw new FailedPrecondition(`${stagingPath} already has ${top.source} (${top.fsType}) mounted on it, not ${device}; refusing to mount over it`);
   if (top.mountOptions.includes('ro') !== readonly) {
     throw new FailedPrecondition(`${device} is already mounted at ${stagingPath} ${readonly ? 'read-write' : 'read-only'}, not ${readonly ? 'read-only' : 'read-write'} as asked`);

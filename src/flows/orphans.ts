@@ -89,7 +89,7 @@ async function deviceUse(host: NodeHost, device: string): Promise<string | null>
     nodes.push(host.devices.devicePath(map.dm));
   }
   for (const node of nodes) {
-    const mounts = await host.mounts.mountsOfDevice(node);
+    const mounts = await host.mounts.mountsOfDevices([node]);
     if (mounts.length > 0) return `mounted at ${mounts.map((m) => m.mountPoint).join(', ')}`;
   }
   return null;

@@ -107,9 +107,7 @@ export interface MountTable {
   mountsAt(path: string): Promise<MountInfoEntry[]>;
   mountState(path: string): Promise<MountState>;
   isMountPoint(path: string): Promise<boolean>;
-  /** the mounts of the filesystem on `device` (and binds of it), wherever they are; empty when the device is gone */
-  mountsOfDevice(device: string): Promise<MountInfoEntry[]>;
-  /** mountsOfDevice of several devices at once (one read of the table), each mount once */
+  /** the mounts of the filesystems on `devices` (and binds of them), wherever they are, each once; none for a device that is gone */
   mountsOfDevices(devices: string[]): Promise<MountInfoEntry[]>;
   mount(source: string, target: string, fsType: string, options: string[]): Promise<void>;
   bindMount(source: string, target: string, opts: BindMountOptions): Promise<void>;

@@ -138,16 +138,12 @@ export class Mounts {
   }
 
   /**
-   * The mounts of the filesystem on block device `device` (any path to its node), wherever they are:
+   * The mounts of the filesystems on block devices `devices` (any path to their nodes), wherever they are:
    * matched by the device number (mountinfo's major:minor), or for a filesystem with an anonymous one
-   * (btrfs: 0:N) by the device number of the mount's source. Bind mounts of it count too. Empty when
-   * the device node is gone (then nothing can be told by its number).
+   * (btrfs: 0:N) by the device number of the mount's source. Bind mounts count too. A device whose
+   * node is gone adds nothing (nothing can be told by its number). Several devices (a LUN's paths
+   * and its map) take one read of the mount table; each mount is listed once.
    */
-  async mountsOfDevice(device: string): Promise<MountInfoEntry[]> {
-    return this.mountsOfDevices([device]);
-  }
-
-  /** mountsOfDevice for several devices (a LUN's paths and its map) with one read of the mount table. */
   async mountsOfDevices(devices: string[]): Promise<MountInfoEntry[]> {
     const numbers = new Set<string>();
     for (const device of devices) {

@@ -58,14 +58,6 @@ export interface IscsiSessionInfo {
   luns: ScsiLunInfo[];
 }
 
-export interface LunPath {
-  host: number;
-  sid: number;
-  /** the session's persistent portal key */
-  portal: string | null;
-  device: string;
-}
-
 /**
  * `addr:port` → SCSI host of each session's portals; in sid order, so a portal two sessions list maps
  * to the newer one.
@@ -97,18 +89,6 @@ export class IscsiTopology {
 
   sessionsForTarget(iqn: string): IscsiSessionInfo[] {
     return this.sessions.filter((s) => s.iqn === iqn);
-  }
-
-  /** Block devices of one LUN of a target, one per session (path). */
-  devicesForLun(iqn: string, lun: number): LunPath[] {
-    const out: LunPath[] = [];
-    for (const s of this.sessionsForTarget(iqn)) {
-      for (const l of s.luns) {
-        if (l.lun !== lun) continue;
-        for (const device of l.devices) out.push({ host: s.host, sid: s.sid, portal: s.portals[0] ?? null, device });
-      }
-    }
-    return out;
   }
 }
 
@@ -441,11 +421,6 @@ export class Sysfs {
       return perTarget.flat();
     }));
     return perSession.flat();
-  }
-
-  /** The paths of one LUN of a target: SCSI host, session, portal and block device of each. */
-  async lunPaths(iqn: string, lun: number): Promise<LunPath[]> {
-    return (await this.topology(iqn, lun)).devicesForLun(iqn, lun);
   }
 
   /** Asks the SCSI host to scan exactly one LUN (channel 0, target 0, as for every software iSCSI host). */

@@ -5,7 +5,7 @@
 // volume). A lock left by a crashed process is taken over at once when its owner record shows the owner
 // is gone (same boot and PID namespace, no such process), else once it goes stale (its mtime stops
 // being refreshed).
-import { mkdirSync, promises as fs, realpathSync, rmdirSync, statSync, utimesSync } from 'node:fs';
+import { mkdirSync, promises as fs, rmdirSync, statSync, utimesSync } from 'node:fs';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { KeyedMutex } from '../common/keyed-mutex.js';
@@ -43,7 +43,7 @@ const TAKEOVER_STALE_MARGIN_MS = 2_000;
 const TAKEOVER_GUARD_STALE_MS = 10_000;
 
 /**
- * proper-lockfile's file calls (mkdir, stat, utimes, rmdir of the lock directory), made synchronously
+ * proper-lockfile's file calls (mkdir, stat, utimes, rmdir of the lock directory; realpath is off), made synchronously
  * and answered on the next tick: they are metadata calls on the driver's local state directory that
  * answer in microseconds, where a thread-pool round trip each cost more CPU than the call (a stage
  * takes and drops the lock once). One object for the process: proper-lockfile keeps the directory's
@@ -54,7 +54,6 @@ const LOCAL_STATE_FS = {
   rmdir: answeredNextTick(rmdirSync),
   stat: answeredNextTick(statSync),
   utimes: answeredNextTick(utimesSync),
-  realpath: answeredNextTick(realpathSync),
   // its exit handler removes held locks synchronously
   rmdirSync,
 };

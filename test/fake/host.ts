@@ -770,21 +770,14 @@ export class FakeHost {
       optionalFields: [], fsType: m.fsType, source: m.source, superOptions: m.superOptions,
     });
     const at = (path: string): Mount[] => this.mountList.filter((m) => m.target === path);
-    const ofLuns = (devices: string[]): MountInfoEntry[] => {
-      const luns = new Set(devices.map((d) => this.resolveDevice(d)?.lun).filter((l) => l !== undefined));
-      return this.mountList.filter((m) => {
-        const lun = this.resolveDevice(m.source)?.lun ?? this.mountedLun(m.source);
-        return lun !== undefined && luns.has(lun);
-      }).map(entry);
-    };
     return {
-      mountsOfDevice: async (device) => {
-        this.step('mounts.mountsOfDevice', device);
-        return ofLuns([device]);
-      },
       mountsOfDevices: async (devices) => {
         this.step('mounts.mountsOfDevices', devices.join(','));
-        return ofLuns(devices);
+        const luns = new Set(devices.map((d) => this.resolveDevice(d)?.lun).filter((l) => l !== undefined));
+        return this.mountList.filter((m) => {
+          const lun = this.resolveDevice(m.source)?.lun ?? this.mountedLun(m.source);
+          return lun !== undefined && luns.has(lun);
+        }).map(entry);
       },
       mountsAt: async (path) => {
         this.step('mounts.mountsAt', path);

@@ -159,9 +159,14 @@ describe('Sysfs topology', () => {
     expect(await sysfs.devicesForLun(9, 8)).toEqual([]);
     expect(await sysfs.devicesForIqnLun(T1, 8)).toEqual(['sdb', 'sdc']);
     expect(await sysfs.devicesForIqnLun(T2, 8)).toEqual([]);
-    expect(await sysfs.lunPaths(T1, 8)).toEqual([
-      { host: 3, sid: 1, portal: '10.0.0.1:3260', device: 'sdb' },
-      { host: 4, sid: 2, portal: '[fd00::10]:3260', device: 'sdc' },
+    const paths = await sysfs.volumePaths(T1, 8);
+    const pathAt = (portal: string) => {
+      const session = paths.sessionAt(portal);
+      return session && { host: session.host, sid: session.sid, portal: session.portals[0], devices: session.luns.flatMap((l) => l.devices) };
+    };
+    expect([pathAt('10.0.0.1:3260'), pathAt('[fd00::10]:3260')]).toEqual([
+      { host: 3, sid: 1, portal: '10.0.0.1:3260', devices: ['sdb'] },
+      { host: 4, sid: 2, portal: '[fd00::10]:3260', devices: ['sdc'] },
     ]);
   });
 
