@@ -3,7 +3,7 @@
 // invalid config exit 2 with one line saying what is wrong and where.
 import { parseArgs } from 'node:util';
 import { buildConfig, ConfigError, loadConfigFile, type Config, type LogLevel, type Mode } from './config.js';
-import { startDriver } from './driver.js';
+import { startDriver, type DriverHandle } from './driver.js';
 import { runDoctorCommand } from './doctor/command.js';
 import { readInitiatorName } from './node-host/initiator.js';
 import { createLogger } from './log.js';
@@ -86,25 +86,31 @@ async function main(): Promise<void> {
       fail(`no --node-id given and ${(e as Error).message}`, EXIT_FAILURE);
     }
   }
-  let handle;
-  try {
-    handle = await startDriver(cfg, logger);
-  } catch (e) {
-    if (e instanceof SocketInUse) fail(e.message, EXIT_FAILURE);
-    fail(`cannot start: ${(e as Error).message.split('\n')[0]}`, EXIT_FAILURE);
-  }
-  let stopping = false;
+  // the signal handlers come before the socket does: a SIGTERM that arrives while the driver starts
+  // (kubelet may remove a pod at any time) waits for the start, then stops it like any other
+  let handle: DriverHandle | undefined;
+  let stopRequested: string | undefined;
   const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
+    if (stopRequested) return;
+    stopRequested = signal;
     logger.info({ signal }, 'stopping');
-    handle.stop().then(
+    if (handle) stopStarted(handle);
+  };
+  const stopStarted = (started: DriverHandle) => {
+    started.stop().then(
       () => { logger.info('stopped'); process.exit(0); },
       (e: Error) => { logger.error({ err: e.message }, 'stop failed'); process.exit(EXIT_FAILURE); },
     );
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  try {
+    handle = await startDriver(cfg, logger);
+  } catch (e) {
+    if (e instanceof SocketInUse) fail(e.message, EXIT_FAILURE);
+    fail(`cannot start: ${(e as Error).message.split('\n')[0]}`, EXIT_FAILURE);
+  }
+  if (stopRequested) stopStarted(handle);
 }
 
 const DOCTOR = 'doctor';

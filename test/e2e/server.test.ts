@@ -2,7 +2,7 @@
 // socket, shuts down cleanly on SIGTERM; calls are guarded per volume; secrets never reach a log line.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, statSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -82,6 +82,22 @@ describe('the executable', () => {
     first.child.kill('SIGTERM');
     expect(await first.exited).toBe(0);
     expect(existsSync(sock)).toBe(false);
+  });
+
+  it('stops cleanly on a SIGTERM that arrives the moment the socket appears, before start-up has finished', async () => {
+    // kubelet may delete the pod while the driver is still starting: the signal must not kill it
+    // with the socket left behind. The directory is watched, so the signal follows the bind at once.
+    const dir = mkdtempSync(join(tmp, 'early-'));
+    const early = join(dir, 'e.sock');
+    const watcher = watch(dir);
+    const bound = new Promise<void>((r) => watcher.on('change', () => { if (existsSync(early)) r(); }));
+    const run = startCli(['--mode', 'node', '--endpoint', `unix://${early}`, '--config', configFile]);
+    await bound;
+    watcher.close();
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect(existsSync(early)).toBe(false);
+    expect(run.output()).toContain('"stopped"');
   });
 
   it('replaces a stale socket file left by a crash', async () => {
