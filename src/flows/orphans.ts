@@ -88,11 +88,8 @@ async function deviceUse(host: NodeHost, device: string): Promise<string | null>
     if (over.length > 0) return `its multipath map ${map.dm} is held by ${over.join(', ')}`;
     nodes.push(host.devices.devicePath(map.dm));
   }
-  for (const node of nodes) {
-    const mounts = await host.mounts.mountsOfDevices([node]);
-    if (mounts.length > 0) return `mounted at ${mounts.map((m) => m.mountPoint).join(', ')}`;
-  }
-  return null;
+  const mounts = await host.mounts.mountsOfDevices(nodes);
+  return mounts.length > 0 ? `mounted at ${mounts.map((m) => m.mountPoint).join(', ')}` : null;
 }
 
 /** Under the target lock: the session logged out (unless a device is left on it), its node record deleted, its mark cleared. */
